@@ -1,0 +1,48 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint format bench bench-quick report compare clean
+
+install: $(STAMP)
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# One id for both steps, fixed when make starts.
+RUN_ID := $(or $(RUN_ID),$(shell date -u +%Y%m%d-%H%M%S))
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/default.toml --out results/$(RUN_ID)
+	$(BIN)/python -m analysis report results/$(RUN_ID)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/quick.toml --out results/quick-$(RUN_ID)
+	$(BIN)/python -m analysis report results/quick-$(RUN_ID)
+
+report: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }
+	$(BIN)/python -m analysis report $(RUN)
+
+compare: $(STAMP)
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=results/<a> B=results/<b>"; exit 2; }
+	$(BIN)/python -m analysis compare $(A) $(B)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

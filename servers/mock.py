@@ -1,0 +1,155 @@
+"""What the mock upstream answers, decided from settings, headers and body: pure, no I/O."""
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from servers.latency import LatencyModel, choose_fault, count_prompt_tokens, token_text
+from servers.settings import Fault, Settings
+
+MODEL_ID = "mock-llm"
+
+
+class BadRequest(ValueError):
+    """The request cannot be served; the message says why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One request's fate: its delays (one per token), its text and its fault."""
+
+    model: str
+    delays: list[float]
+    prompt_tokens: int
+    fault: Fault
+    finish_reason: str
+    include_usage: bool
+
+    @property
+    def tokens(self) -> int:
+        return len(self.delays)
+
+
+def _header_float(headers: Mapping[str, str], name: str, default: float) -> float:
+    if name not in headers:
+        return default
+    try:
+        return float(headers[name])
+    except ValueError:
+        raise BadRequest(f"header {name} must be a number, got {headers[name]!r}") from None
+
+
+def plan_request(
+    settings: Settings, headers: Mapping[str, str], body: Any, rng: random.Random
+) -> Plan:
+    """Validate the body and draw this request's latency and fault."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    messages = body.get("messages")
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) for m in messages)
+    ):
+        raise BadRequest("messages must be a non-empty list of objects")
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise BadRequest("model must be a string")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise BadRequest("max_tokens must be a positive integer")
+    fault = headers.get("x-mock-fault", settings.mock_fault)
+    if fault not in get_args(Fault):
+        raise BadRequest(f"x-mock-fault must be one of {get_args(Fault)}, got {fault!r}")
+    # A fault asked for by header with no rate is meant to happen.
+    default_rate = 1.0 if "x-mock-fault" in headers else settings.mock_fault_rate
+    latency = LatencyModel(
+        ttft_ms=_header_float(headers, "x-mock-ttft-ms", settings.mock_ttft_ms),
+        itl_ms=_header_float(headers, "x-mock-itl-ms", settings.mock_itl_ms),
+        jitter=_header_float(headers, "x-mock-jitter", settings.mock_jitter),
+    )
+    if min(latency.ttft_ms, latency.itl_ms) < 0 or not 0 <= latency.jitter <= 1:
+        raise BadRequest("latencies must be >= 0 and jitter within [0, 1]")
+    stream_options = body.get("stream_options") or {}
+    return Plan(
+        model=model,
+        delays=latency.delays(max_tokens or settings.mock_output_tokens, rng),
+        prompt_tokens=count_prompt_tokens(messages),
+        fault=choose_fault(fault, _header_float(headers, "x-mock-fault-rate", default_rate), rng),
+        finish_reason="length" if max_tokens else "stop",
+        include_usage=bool(
+            isinstance(stream_options, dict) and stream_options.get("include_usage")
+        ),
+    )
+
+
+def usage(plan: Plan) -> dict[str, int]:
+    """OpenAI's `usage` object."""
+    total = plan.prompt_tokens + plan.tokens
+    return {
+        "prompt_tokens": plan.prompt_tokens,
+        "completion_tokens": plan.tokens,
+        "total_tokens": total,
+    }
+
+
+def completion(plan: Plan, completion_id: str, created: int) -> dict[str, Any]:
+    """The non-streaming `chat.completion` object."""
+    text = "".join(token_text(i) for i in range(plan.tokens))
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": plan.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": plan.finish_reason,
+            }
+        ],
+        "usage": usage(plan),
+    }
+
+
+def chunk(
+    plan: Plan,
+    completion_id: str,
+    created: int,
+    delta: dict[str, str],
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    """One `chat.completion.chunk` with a single choice."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": plan.model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def token_delta(index: int) -> dict[str, str]:
+    """The delta carrying token `index`; the first also names the role, as OpenAI does."""
+    if index == 0:
+        return {"role": "assistant", "content": token_text(0)}
+    return {"content": token_text(index)}
+
+
+def usage_chunk(plan: Plan, completion_id: str, created: int) -> dict[str, Any]:
+    """The trailing chunk sent when `stream_options.include_usage` is set."""
+    body = chunk(plan, completion_id, created, {})
+    body["choices"] = []
+    body["usage"] = usage(plan)
+    return body
+
+
+def models(created: int) -> dict[str, Any]:
+    """The `GET /v1/models` list."""
+    return {
+        "object": "list",
+        "data": [
+            {"id": MODEL_ID, "object": "model", "created": created, "owned_by": "sync-async-lab"}
+        ],
+    }

@@ -1,0 +1,105 @@
+"""The mock OpenAI-compatible upstream: a lean Starlette app, since it shares a core with Locust."""
+
+import asyncio
+import itertools
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from servers import mock
+from servers.errors import error_body
+from servers.settings import get_settings
+from servers.sse import DONE, MEDIA_TYPE, sse_data
+
+_ids = itertools.count(1)
+
+
+class MockAbort(Exception):
+    """Raised inside a response body to cut the connection mid-response."""
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    app.state.settings = get_settings()
+    app.state.rng = random.Random(app.state.settings.mock_seed)
+    yield
+
+
+def _error(
+    status: int, message: str, type: str, code: str, headers: dict | None = None
+) -> Response:
+    return JSONResponse(error_body(message, type, code), status_code=status, headers=headers)
+
+
+async def health(request: Request) -> Response:
+    """Liveness."""
+    return JSONResponse({"status": "ok"})
+
+
+async def list_models(request: Request) -> Response:
+    """The one mock model."""
+    return JSONResponse(mock.models(int(time.time())))
+
+
+async def _stream(plan: mock.Plan, completion_id: str, created: int) -> AsyncIterator[bytes]:
+    for i, delay in enumerate(plan.delays):
+        if plan.fault == "abort" and i == plan.tokens // 2:
+            raise MockAbort("mock fault: stream aborted")
+        await asyncio.sleep(delay)
+        yield sse_data(mock.chunk(plan, completion_id, created, mock.token_delta(i)))
+    yield sse_data(mock.chunk(plan, completion_id, created, {}, plan.finish_reason))
+    if plan.include_usage:
+        yield sse_data(mock.usage_chunk(plan, completion_id, created))
+    yield DONE
+
+
+async def _aborted_body(body: bytes) -> AsyncIterator[bytes]:
+    yield body[: len(body) // 2]
+    raise MockAbort("mock fault: response aborted")
+
+
+async def chat_completions(request: Request) -> Response:
+    """A chat completion after the latency model's delays; faults when asked for."""
+    settings = request.app.state.settings
+    try:
+        body = json.loads(await request.body())
+        plan = mock.plan_request(settings, request.headers, body, request.app.state.rng)
+    except (ValueError, mock.BadRequest) as exc:
+        return _error(400, str(exc), "invalid_request_error", "invalid_value")
+    if plan.fault == "429":
+        retry = {"Retry-After": str(settings.mock_retry_after_s)}
+        return _error(
+            429, "mock fault: rate limited", "rate_limit_error", "rate_limit_exceeded", retry
+        )
+    if plan.fault in ("500", "503"):
+        return _error(int(plan.fault), "mock fault: server error", "server_error", "mock_fault")
+    if plan.fault == "stall":
+        await asyncio.sleep(settings.mock_stall_s)
+    completion_id = f"chatcmpl-mock-{next(_ids)}"
+    created = int(time.time())
+    if body.get("stream"):
+        return StreamingResponse(_stream(plan, completion_id, created), media_type=MEDIA_TYPE)
+    await asyncio.sleep(sum(plan.delays))
+    content = json.dumps(
+        mock.completion(plan, completion_id, created), separators=(",", ":")
+    ).encode()
+    if plan.fault == "abort":
+        return StreamingResponse(_aborted_body(content), media_type="application/json")
+    return Response(content, media_type="application/json")
+
+
+app = Starlette(
+    routes=[
+        Route("/health", health),
+        Route("/v1/models", list_models),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ],
+    lifespan=lifespan,
+)
