@@ -1,0 +1,96 @@
+"""Shared fixtures: one parametrized fixture runs each test against every variant."""
+
+import importlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+VARIANTS = ("sync", "async", "blocking")
+UPSTREAM_BASE = "http://upstream.test/v1"
+SEED_ROWS = 50
+
+
+def load_app(variant: str) -> FastAPI:
+    """The app object of a variant, e.g. `servers.sync_app:app`."""
+    return importlib.import_module(f"servers.{variant}_app").app
+
+
+@dataclass
+class FakeUpstream:
+    """An upstream served by `httpx.MockTransport`; `handler` may be replaced per test."""
+
+    requests: list[httpx.Request] = field(default_factory=list)
+    handler: Callable[[httpx.Request], httpx.Response] | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        if self.handler is not None:
+            return self.handler(request)
+        return httpx.Response(200, json=fake_completion(json.loads(request.content)))
+
+
+def fake_completion(body: dict) -> dict:
+    """A fixed `chat.completion` echoing the requested model."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+@pytest.fixture
+def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private database file and a small seed for the apps under test."""
+    db_path = tmp_path / "items.sqlite3"
+    monkeypatch.setenv("LAB_DB_PATH", str(db_path))
+    monkeypatch.setenv("LAB_DB_SEED_ROWS", str(SEED_ROWS))
+    monkeypatch.setenv("LAB_UPSTREAM_URL", UPSTREAM_BASE)
+    return db_path
+
+
+@pytest.fixture(params=[pytest.param(v, id=v) for v in VARIANTS])
+def variant(request: pytest.FixtureRequest) -> str:
+    """Each handler style in turn."""
+    return request.param
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+def make_client(variant: str, upstream: FakeUpstream) -> Iterator[TestClient]:
+    """Start the variant's app (lifespan included) with its HTTP client on a mock transport."""
+    app = load_app(variant)
+    with TestClient(app) as client:
+        real = app.state.http
+        transport = httpx.MockTransport(upstream)
+        # Same client type as the app's own, so the handler code path is unchanged.
+        fake_cls = httpx.AsyncClient if isinstance(real, httpx.AsyncClient) else httpx.Client
+        app.state.http = fake_cls(base_url=UPSTREAM_BASE, transport=transport)
+        try:
+            yield client
+        finally:
+            app.state.http = real
+
+
+@pytest.fixture
+def client(variant: str, lab_env: Path, upstream: FakeUpstream) -> Iterator[TestClient]:
+    """A TestClient on the variant's app, upstream faked."""
+    yield from make_client(variant, upstream)
