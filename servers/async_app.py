@@ -40,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     async with httpx.AsyncClient(**proxy.client_kwargs(settings), transport=transport) as client:
         app.state.http = client
+        app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
         yield
     await engine.dispose()

@@ -34,6 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.prepare(conn, settings.db_seed_rows, settings.db_reset)
     with httpx.Client(**proxy.client_kwargs(settings)) as client:
         app.state.http = client
+        app.state.engine = engine
         app.state.sessions = sessionmaker(engine, expire_on_commit=False)
         yield
     engine.dispose()

@@ -11,9 +11,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from servers.timing import instrument_client
+
 VARIANTS = ("sync", "async", "blocking")
 UPSTREAM_BASE = "http://upstream.test/v1"
 SEED_ROWS = 50
+CHAT_BODY = {"model": "mock", "messages": [{"role": "user", "content": "hello there"}]}
 
 
 def load_app(variant: str) -> FastAPI:
@@ -84,6 +87,7 @@ def make_client(variant: str, upstream: FakeUpstream) -> Iterator[TestClient]:
         # Same client type as the app's own, so the handler code path is unchanged.
         fake_cls = httpx.AsyncClient if isinstance(real, httpx.AsyncClient) else httpx.Client
         app.state.http = fake_cls(base_url=UPSTREAM_BASE, transport=transport)
+        instrument_client(app.state.http)
         try:
             yield client
         finally:

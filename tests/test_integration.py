@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.processes import serve
 
@@ -159,3 +160,15 @@ def test_server_is_killed_even_when_the_test_fails(tmp_path: Path) -> None:
             raise RuntimeError("boom")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=1)
+
+
+def test_metrics_see_the_upstream_pool_and_server_timing(proxy: tuple[str, str]) -> None:
+    _, url = proxy
+    with httpx.Client(base_url=url, timeout=10) as client:
+        reply = client.post("/v1/chat/completions", json=CHAT)
+        assert "upstream;dur=" in reply.headers["server-timing"]
+        time.sleep(1.1)  # one publishing window
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    states = {s.labels["state"] for s in families["lab_http_pool_connections"].samples}
+    assert {"active", "waiting"} <= states
+    assert families["lab_event_loop_lag_seconds"].samples

@@ -1,0 +1,191 @@
+"""A tiny but realistic run folder, laid out as results/README.md says `loadtests` writes one."""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+USERS = (10, 50, 200)
+REPEATS = (1, 2)
+TOKENS = 40
+CHAT_LATENCY_MS = 200.0  # ttft 50 + itl 10 x 15 tokens
+INVALID_CELL = "chat__sync-httpx__u200__r2"
+FAILED_CELL = "chat_stream__blocking-httpx__u200__r2"
+SATURATED_CELL = "hello__async-none__u200__r1"
+
+# (scenario, variant, client): the matrix of the default run, cut down.
+CELLS: tuple[tuple[str, str, str], ...] = (
+    ("hello", "sync", "-"),
+    ("hello", "async", "-"),
+    ("hello", "blocking", "-"),
+    *(
+        (scenario, variant, client)
+        for scenario in ("chat", "chat_stream")
+        for variant, client in (
+            ("sync", "httpx"),
+            ("async", "httpx"),
+            ("async", "aiohttp"),
+            ("blocking", "httpx"),
+        )
+    ),
+    ("cpu", "sync", "-"),
+    ("cpu", "async", "-"),
+    ("mixed", "sync", "-"),
+    ("mixed", "async", "-"),
+    ("mixed", "blocking", "-"),
+)
+
+SUMMARY_HEADER = (
+    "scenario variant client users repeat requests failures rps p50_ms p90_ms p95_ms p99_ms "
+    "max_ms ttft_p50_ms ttft_p99_ms itl_p50_ms itl_p99_ms probe_requests probe_p50_ms "
+    "probe_p99_ms probe_max_ms loadgen_cpu_pct upstream_cpu_pct server_cpu_pct cut_off valid "
+    "invalid_reason status reason cell_id duration_s warmup_s threadpool_tokens "
+    "upstream_latency_ms"
+).split()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell x repeat of the fixture run."""
+
+    scenario: str
+    variant: str
+    client: str
+    users: int
+    repeat: int
+
+    @property
+    def cell_id(self) -> str:
+        client = "none" if self.client == "-" else self.client
+        return f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}__r{self.repeat}"
+
+    @property
+    def io(self) -> bool:
+        return self.scenario in ("chat", "chat_stream", "mixed")
+
+
+def expected_rps(scenario: str, variant: str, client: str, users: int) -> float:
+    """Throughput shaped like MEASURED.md's figures on a 2-core machine."""
+    ideal = users / (CHAT_LATENCY_MS / 1000)
+    if scenario == "hello":
+        return 4600.0 if variant == "sync" else 8000.0
+    if scenario == "cpu":
+        return 390.0
+    if variant == "blocking":
+        return 1000 / CHAT_LATENCY_MS * 0.97
+    if variant == "sync":
+        return min(0.95 * ideal, TOKENS / (CHAT_LATENCY_MS / 1000) * 0.95)
+    if client == "httpx":
+        return min(0.95 * ideal, 150.0)
+    return 0.93 * ideal
+
+
+def summary_row(cell: Cell) -> dict[str, object]:
+    """One summary.csv row with numbers consistent with Little's law."""
+    jitter = 0.98 if cell.repeat == 1 else 1.02
+    rps = expected_rps(cell.scenario, cell.variant, cell.client, cell.users) * jitter
+    mean_ms = cell.users / rps * 1000
+    row: dict[str, object] = dict.fromkeys(SUMMARY_HEADER, "")
+    row.update(
+        scenario=cell.scenario,
+        variant=cell.variant,
+        client=cell.client,
+        users=cell.users,
+        repeat=cell.repeat,
+        requests=round(rps * 10),
+        failures=0,
+        rps=round(rps, 2),
+        p50_ms=round(mean_ms * 0.95, 2),
+        p90_ms=round(mean_ms * 1.3, 2),
+        p95_ms=round(mean_ms * 1.5, 2),
+        p99_ms=round(
+            mean_ms * (3.0 if cell.variant == "async" and cell.scenario == "cpu" else 2.0), 2
+        ),
+        max_ms=round(mean_ms * 3.5, 2),
+        loadgen_cpu_pct=96.0 if cell.cell_id == SATURATED_CELL else 55.0,
+        upstream_cpu_pct=30.0 if cell.io else "",
+        server_cpu_pct=100.0 if cell.scenario in ("hello", "cpu") else 60.0,
+        cut_off=0,
+        valid=True,
+        status="ok",
+        cell_id=cell.cell_id,
+        duration_s=10.0,
+        warmup_s=3.0,
+        threadpool_tokens=TOKENS,
+        upstream_latency_ms=CHAT_LATENCY_MS if cell.io else "",
+    )
+    if cell.scenario == "chat_stream":
+        ttft = 50.0 if cell.variant != "blocking" else 50.0 * cell.users
+        row.update(ttft_p50_ms=ttft, ttft_p99_ms=ttft * 2, itl_p50_ms=10.5, itl_p99_ms=25.0)
+    if cell.scenario == "mixed":
+        probe = 1000.0 if cell.variant == "blocking" else (3.0 if cell.variant == "async" else 6.0)
+        row.update(
+            probe_requests=500, probe_p50_ms=probe / 2, probe_p99_ms=probe, probe_max_ms=probe * 2
+        )
+    if cell.cell_id == INVALID_CELL:
+        row.update(valid=False, invalid_reason="load generator above 90% CPU", loadgen_cpu_pct=99.0)
+    if cell.cell_id == FAILED_CELL:
+        row.update(
+            dict.fromkeys(("requests", "failures", "rps", "p50_ms", "p99_ms", "p90_ms"), ""),
+            valid=False,
+            status="failed",
+            reason="server did not answer /health within 30 s",
+        )
+    return row
+
+
+def write_requests(path: Path, row: dict[str, object], rng: np.random.Generator) -> None:
+    """A requests.csv whose latencies spread around the row's p50."""
+    n = 300
+    p50 = float(row["p50_ms"])
+    rows: list[tuple[float, str, str, float, int]] = []
+    latencies = rng.lognormal(np.log(p50), 0.35, n)
+    rows += [(1.7e9 + i / 100, "request", "GET /x", lat, 1) for i, lat in enumerate(latencies)]
+    if row["scenario"] == "chat_stream":
+        ttft = rng.lognormal(np.log(float(row["ttft_p50_ms"])), 0.3, n)
+        itl = rng.lognormal(np.log(float(row["itl_p50_ms"])), 0.3, n * 3)
+        rows += [(1.7e9, "ttft", "POST /v1/chat/completions", v, 1) for v in ttft]
+        rows += [(1.7e9, "itl", "POST /v1/chat/completions", v, 1) for v in itl]
+    if row["scenario"] == "mixed":
+        probe = rng.lognormal(np.log(float(row["probe_p50_ms"])), 0.5, n)
+        rows += [(1.7e9, "probe", "GET /hello", v, 1) for v in probe]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ts", "kind", "name", "latency_ms", "ok"])
+        writer.writerows((f"{ts:.3f}", k, n_, f"{lat:.3f}", ok) for ts, k, n_, lat, ok in rows)
+
+
+MANIFEST: dict[str, object] = {
+    "run_id": "fixture",
+    "git_commit": "0123456789abcdef",
+    "started_at": "2026-11-28T12:00:00Z",
+    "finished_at": "2026-11-28T12:30:00Z",
+    "machine": {"cpus": 2, "platform": "Linux-6.1-x86_64", "python": "3.11.7"},
+    "versions": {"fastapi": "0.165.0", "starlette": "1.10.0", "uvicorn": "0.54.0"},
+    "pinning": {"server": [1], "loadgen": [0], "upstream": [0]},
+    "settings": {"threadpool_tokens": TOKENS, "mock_ttft_ms": 50, "mock_itl_ms": 10},
+    "matrix": {"users": list(USERS), "repeats": len(REPEATS)},
+    "extra_key_from_a_newer_orchestrator": {"anything": True},
+}
+
+
+def write_run(root: Path, *, raw: bool = True, seed: int = 7) -> Path:
+    """Write the fixture run under `root/fixture-run` and return its folder."""
+    run = root / "fixture-run"
+    run.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    rows = [summary_row(Cell(s, v, c, u, r)) for s, v, c in CELLS for u in USERS for r in REPEATS]
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    (run / "manifest.json").write_text(json.dumps(MANIFEST, indent=2))
+    for row in rows:
+        cell_dir = run / str(row["cell_id"])
+        cell_dir.mkdir()
+        (cell_dir / "cell.json").write_text(json.dumps({"cell_id": row["cell_id"]}))
+        if raw and row["status"] == "ok":
+            write_requests(cell_dir / "requests.csv", row, rng)
+    return run
