@@ -42,8 +42,11 @@ SUMMARY_HEADER = (
     "max_ms ttft_p50_ms ttft_p99_ms itl_p50_ms itl_p99_ms probe_requests probe_p50_ms "
     "probe_p99_ms probe_max_ms loadgen_cpu_pct upstream_cpu_pct server_cpu_pct cut_off valid "
     "invalid_reason status reason cell_id duration_s warmup_s threadpool_tokens "
-    "upstream_latency_ms"
+    "upstream_latency_ms loop_lag_max_ms loop_lag_p99_ms threadpool_peak_in_use "
+    "threadpool_peak_waiting http_pool_peak_active http_pool_peak_waiting "
+    "db_pool_peak_checked_out server_rss_peak_mb"
 ).split()
+SECRET = "sk-fixture-secret"
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,16 @@ def summary_row(cell: Cell) -> dict[str, object]:
         threadpool_tokens=TOKENS,
         upstream_latency_ms=CHAT_LATENCY_MS if cell.io else "",
     )
+    blocked = cell.variant == "blocking" and cell.io
+    row.update(
+        loop_lag_max_ms=CHAT_LATENCY_MS * 1.5 if blocked else 4.0,
+        loop_lag_p99_ms=CHAT_LATENCY_MS if blocked else 2.0,
+        threadpool_peak_in_use=min(cell.users, TOKENS) if cell.variant == "sync" else 0,
+        threadpool_peak_waiting=max(cell.users - TOKENS, 0) if cell.variant == "sync" else 0,
+        http_pool_peak_active=min(cell.users, 100) if cell.io else "",
+        http_pool_peak_waiting=max(cell.users - 100, 0) if cell.io else "",
+        server_rss_peak_mb=80.5,
+    )
     if cell.scenario == "chat_stream":
         ttft = 50.0 if cell.variant != "blocking" else 50.0 * cell.users
         row.update(ttft_p50_ms=ttft, ttft_p99_ms=ttft * 2, itl_p50_ms=10.5, itl_p99_ms=25.0)
@@ -157,16 +170,33 @@ def write_requests(path: Path, row: dict[str, object], rng: np.random.Generator)
         writer.writerows((f"{ts:.3f}", k, n_, f"{lat:.3f}", ok) for ts, k, n_, lat, ok in rows)
 
 
+# Shaped like loadtests.manifest.start() writes it, plus a key a newer orchestrator might add.
 MANIFEST: dict[str, object] = {
-    "run_id": "fixture",
-    "git_commit": "0123456789abcdef",
-    "started_at": "2026-11-28T12:00:00Z",
-    "finished_at": "2026-11-28T12:30:00Z",
-    "machine": {"cpus": 2, "platform": "Linux-6.1-x86_64", "python": "3.11.7"},
-    "versions": {"fastapi": "0.165.0", "starlette": "1.10.0", "uvicorn": "0.54.0"},
-    "pinning": {"server": [1], "loadgen": [0], "upstream": [0]},
-    "settings": {"threadpool_tokens": TOKENS, "mock_ttft_ms": 50, "mock_itl_ms": 10},
-    "matrix": {"users": list(USERS), "repeats": len(REPEATS)},
+    "run_id": "fixture-run",
+    "start": 1795867200.0,
+    "end": 1795868400.0,
+    "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+    "versions": {"fastapi": "0.165.0", "starlette": "1.10.0", "uvicorn": "0.54.0", "uvloop": None},
+    "machine": {
+        "cpu_model": "Fixture CPU @ 2.0GHz",
+        "cpu_count": 2,
+        "affinity": [0, 1],
+        "platform": "Linux-6.1-x86_64",
+        "loadavg": [0.5, 0.4, 0.3],
+        "python": "3.11.7 (main, Dec  1 2023)\n[GCC 12.2.0]",
+    },
+    "pinning": {"server": [1], "loadgen": [0], "upstream": [0], "available": [0, 1]},
+    "target": "127.0.0.1",
+    "locust_processes": 1,
+    "matrix": {"users": list(USERS), "repeats": len(REPEATS), "ttft_ms": 50, "itl_ms": 10},
+    "cells": [f"cell-{i}" for i in range(40)],
+    "server_settings": {
+        "upstream_api_key": SECRET,
+        "http_max_connections": 100,
+        "threadpool_tokens": TOKENS,
+        "db_pool_size": 5,
+    },
+    "sessions": [{"start": 1795867200.0, "end": 1795868400.0, "cells_planned": 40}],
     "extra_key_from_a_newer_orchestrator": {"anything": True},
 }
 

@@ -1,0 +1,50 @@
+"""`python -m analysis report RUN_DIR` and `python -m analysis compare A B [--out DIR]`."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from analysis.compare import write_compare
+from analysis.load import RunFormatError
+from analysis.report import write_report
+from analysis.transform import MissingColumnError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one sub-command per output."""
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    report = sub.add_parser("report", help="write RUN_DIR/report.md, report.html and charts/")
+    report.add_argument("run_dir", help="a results/<run-id> folder")
+    compare = sub.add_parser("compare", help="how each cell changed from run A to run B")
+    compare.add_argument("run_a", help="the baseline run folder")
+    compare.add_argument("run_b", help="the run compared against it")
+    compare.add_argument("--out", help="output folder (default: B/compare-vs-<A name>/)")
+    for p in (report, compare):
+        p.add_argument(
+            "--noise",
+            type=float,
+            default=None,
+            help="one noise threshold for every scenario, e.g. 0.15 (default: per scenario)",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; a bad run folder prints one clear line and exits 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "report":
+            files = write_report(args.run_dir, args.noise)
+            print(f"wrote {files.markdown}, {files.html} and {len(files.charts)} charts")
+        else:
+            out = write_compare(args.run_a, args.run_b, args.out, args.noise)
+            print(f"wrote {out.markdown}, {out.html}, {out.csv} and {out.chart}")
+    except (RunFormatError, MissingColumnError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Compare two runs cell by cell: ratios B / A of throughput and p99, noise-marked, plus a chart."""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, as in analysis.charts
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+
+from analysis.document import Heading, Image, Paragraph, Table, to_html, to_markdown  # noqa: E402
+from analysis.load import load_run  # noqa: E402
+from analysis.styles import ORDER  # noqa: E402
+from analysis.transform import GROUP, aggregate, ratio_with_spread, require_columns  # noqa: E402
+from analysis.verdict import fmt_ratio, invert, is_clear, noise_threshold  # noqa: E402
+
+UP, DOWN, NOISE = "up", "down", "noise"
+# log2 of the ratio is clipped here so one huge change does not wash out the colours.
+CLIP_LOG2 = 2.0
+
+
+@dataclass(frozen=True)
+class CompareFiles:
+    """Where a comparison was written."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    csv: Path
+    chart: Path
+
+
+def compare_frames(a: pd.DataFrame, b: pd.DataFrame, noise: float | None = None) -> pd.DataFrame:
+    """Per cell present in both aggregates: B / A for rps and p99 with spread and direction."""
+    for frame, name in ((a, "run A"), (b, "run B")):
+        require_columns(frame, [*GROUP, "rps", "rps_lo", "rps_hi", "p99_ms"], f"{name} aggregate")
+    both = a.merge(b, on=list(GROUP), suffixes=("_a", "_b"))
+    records = []
+    for _, row in both.iterrows():
+        threshold = noise_threshold(str(row["scenario"]), noise)
+        record: dict[str, object] = {k: row[k] for k in GROUP}
+        for metric in ("rps", "p99_ms"):
+            num = pd.Series({m: row[f"{m}_b"] for m in (metric, f"{metric}_lo", f"{metric}_hi")})
+            den = pd.Series({m: row[f"{m}_a"] for m in (metric, f"{metric}_lo", f"{metric}_hi")})
+            ratio = ratio_with_spread(num, den, metric)
+            record[f"{metric}_a"] = row[f"{metric}_a"]
+            record[f"{metric}_b"] = row[f"{metric}_b"]
+            (
+                record[f"{metric}_ratio"],
+                record[f"{metric}_ratio_lo"],
+                record[f"{metric}_ratio_hi"],
+            ) = ratio
+            record[f"{metric}_change"] = direction(ratio, threshold)
+        record["threshold"] = threshold
+        records.append(record)
+    columns = [
+        *GROUP,
+        *(
+            f"{m}_{s}"
+            for m in ("rps", "p99_ms")
+            for s in ("a", "b", "ratio", "ratio_lo", "ratio_hi", "change")
+        ),
+        "threshold",
+    ]
+    out = pd.DataFrame.from_records(records, columns=columns)
+    rank = {s: i for i, s in enumerate(ORDER)}
+    out["_rank"] = out["style"].map(lambda s: rank.get(s, len(rank)))
+    return (
+        out.sort_values(["scenario", "_rank", "users"], kind="stable")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
+
+
+def direction(ratio: tuple[float, float, float], threshold: float) -> str:
+    """`up` / `down` when B differs from A beyond the noise and the spreads, else `noise`."""
+    if is_clear(ratio, threshold):
+        return UP
+    if not math.isnan(ratio[0]) and ratio[0] > 0 and is_clear(invert(ratio), threshold):
+        return DOWN
+    return NOISE
+
+
+def unmatched(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Cells valid in only A and only B, as `scenario / style / users` labels."""
+    keys_a = {tuple(r) for r in a[list(GROUP)].itertuples(index=False)}
+    keys_b = {tuple(r) for r in b[list(GROUP)].itertuples(index=False)}
+
+    def fmt(keys: set[tuple[object, ...]]) -> list[str]:
+        return [f"{s} / {st} / {u} users" for s, st, u in sorted(keys, key=str)]
+
+    return fmt(keys_a - keys_b), fmt(keys_b - keys_a)
+
+
+def plot_change(ax: Axes, table: pd.DataFrame, metric: str = "rps") -> Axes:
+    """Heatmap of B / A per scenario x style (rows) and users (columns); `~` marks noise."""
+    require_columns(table, [*GROUP, f"{metric}_ratio", f"{metric}_change"], "comparison")
+    table = table.assign(row=table["scenario"] + " / " + table["style"])
+    rows = list(dict.fromkeys(table["row"]))
+    users = sorted(table["users"].unique())
+    grid = np.full((len(rows), len(users)), np.nan)
+    for r in table.itertuples():
+        ratio = getattr(r, f"{metric}_ratio")
+        if ratio > 0 and math.isfinite(ratio):
+            grid[rows.index(r.row), users.index(r.users)] = np.log2(ratio)
+    # Green = better in B: higher throughput, or lower p99.
+    cmap = "RdYlGn" if metric == "rps" else "RdYlGn_r"
+    image = ax.imshow(
+        np.clip(grid, -CLIP_LOG2, CLIP_LOG2),
+        cmap=cmap,
+        norm=TwoSlopeNorm(0, -CLIP_LOG2, CLIP_LOG2),
+        aspect="auto",
+    )
+    for r in table.itertuples():
+        ratio = getattr(r, f"{metric}_ratio")
+        noisy = getattr(r, f"{metric}_change") == NOISE
+        text = "n/a" if math.isnan(ratio) else f"{'~' if noisy else ''}x{ratio:.2f}"
+        ax.text(
+            users.index(r.users),
+            rows.index(r.row),
+            text,
+            ha="center",
+            va="center",
+            fontsize="small",
+            color="0.35" if noisy else "black",
+        )
+    ax.set_xticks(range(len(users)), [str(u) for u in users])
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("concurrent users")
+    what = "throughput" if metric == "rps" else "p99 latency"
+    ax.set_title(f"{what}: run B / run A (~ = inside the noise)")
+    colorbar = ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    ticks = np.arange(-CLIP_LOG2, CLIP_LOG2 + 1)
+    colorbar.set_ticks(ticks, labels=[f"x{2**t:g}" for t in ticks])
+    colorbar.set_label(f"{what} ratio B / A (log scale, clipped)")
+    return ax
+
+
+def write_compare(
+    run_a: Path | str,
+    run_b: Path | str,
+    out_dir: Path | str | None = None,
+    noise: float | None = None,
+) -> CompareFiles:
+    """Load both runs and write compare.md, compare.html, compare.csv and compare.png."""
+    a, b = load_run(run_a), load_run(run_b)
+    agg_a, agg_b = aggregate(a.summary), aggregate(b.summary)
+    table = compare_frames(agg_a, agg_b, noise)
+    out = Path(out_dir) if out_dir is not None else b.path / f"compare-vs-{a.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "compare.csv"
+    table.to_csv(csv_path, index=False)
+    chart = out / "compare.png"
+    height = 1.5 + 0.35 * max(table["scenario"].str.cat(table["style"]).nunique(), 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, height), layout="constrained")
+    if table.empty:
+        for ax in (left, right):
+            ax.set_axis_off()
+            ax.set_title("no cell is valid in both runs")
+    else:
+        plot_change(left, table, "rps")
+        plot_change(right, table, "p99_ms")
+    fig.savefig(chart, dpi=110)
+    plt.close(fig)
+    only_a, only_b = unmatched(agg_a, agg_b)
+    blocks = [
+        Heading(f"Run `{b.name}` (B) against `{a.name}` (A)", 1),
+        Paragraph(
+            "Ratios are B / A of the medians over valid repeats, with the widest range the "
+            "min-max spreads allow. A change counts only beyond the scenario's noise threshold "
+            "and outside the spreads; otherwise it is marked `noise`. For p99, `down` is better."
+        ),
+        Image(chart, "throughput and p99 change per cell"),
+        Table(
+            [
+                "scenario",
+                "style",
+                "users",
+                "rps A",
+                "rps B",
+                "rps B / A",
+                "change",
+                "p99 A",
+                "p99 B",
+                "p99 B / A",
+                "change",
+            ],
+            [_row(r) for _, r in table.iterrows()],
+        ),
+    ]
+    if only_a or only_b:
+        blocks.append(
+            Paragraph(
+                f"Valid only in A: {', '.join(only_a) or 'none'}. "
+                f"Valid only in B: {', '.join(only_b) or 'none'}."
+            )
+        )
+    md = out / "compare.md"
+    page = out / "compare.html"
+    md.write_text(to_markdown(blocks, out), encoding="utf-8")
+    page.write_text(to_html(blocks, f"{b.name} vs {a.name}"), encoding="utf-8")
+    return CompareFiles(out, md, page, csv_path, chart)
+
+
+def _row(r: pd.Series) -> list[str]:
+    def ratio(metric: str) -> str:
+        return fmt_ratio((r[f"{metric}_ratio"], r[f"{metric}_ratio_lo"], r[f"{metric}_ratio_hi"]))
+
+    return [
+        f"`{r['scenario']}`",
+        str(r["style"]),
+        str(r["users"]),
+        f"{r['rps_a']:,.1f}",
+        f"{r['rps_b']:,.1f}",
+        ratio("rps"),
+        str(r["rps_change"]),
+        f"{r['p99_ms_a']:,.1f} ms",
+        f"{r['p99_ms_b']:,.1f} ms",
+        ratio("p99_ms"),
+        str(r["p99_ms_change"]),
+    ]

@@ -1,0 +1,205 @@
+"""Load a run folder (summary.csv, manifest.json, per-cell requests.csv) into typed pandas data."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.schema import CELL_KEY, REQUESTS_COLUMNS, STATUSES, SUMMARY_COLUMNS, Column
+from analysis.styles import add_style
+
+SUMMARY_FILE = "summary.csv"
+MANIFEST_FILE = "manifest.json"
+REQUESTS_FILE = "requests.csv"
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_SHOWN_BAD_ROWS = 3
+
+
+class RunFormatError(Exception):
+    """A run folder's file is missing or does not match the results/README.md contract."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Run:
+    """One loaded run: its folder, its manifest and one typed row per cell x repeat."""
+
+    path: Path
+    manifest: dict[str, Any]
+    summary: pd.DataFrame
+    missing_columns: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        """The run id: the folder's name."""
+        return self.path.resolve().name
+
+
+def load_run(path: Path | str) -> Run:
+    """Load `path`'s manifest and summary; raise RunFormatError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunFormatError(path, "not a run folder (no such directory)")
+    manifest = load_manifest(path / MANIFEST_FILE)
+    summary, missing = load_summary(path / SUMMARY_FILE)
+    return Run(path=path, manifest=manifest, summary=summary, missing_columns=missing)
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    """The manifest as a dict; extra keys are kept, the few sections read must be objects."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFormatError(path, "file is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFormatError(path, f"cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunFormatError(
+            path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(data, dict):
+        raise RunFormatError(path, f"expected a JSON object, got {type(data).__name__}")
+    for key in ("versions", "machine", "settings"):
+        if key in data and not isinstance(data[key], dict):
+            raise RunFormatError(path, f"`{key}` must be an object, got {type(data[key]).__name__}")
+    return data
+
+
+def load_summary(path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """summary.csv as typed columns plus `style`, and the optional columns it lacked."""
+    raw = _read_csv_text(path)
+    frame, missing = _typed(raw, SUMMARY_COLUMNS, path)
+    bad_status = sorted(set(frame["status"]) - STATUSES)
+    if bad_status:
+        raise RunFormatError(path, f"column `status`: unknown values {bad_status} (ok, failed)")
+    for name in ("users", "repeat"):
+        if (frame[name] < 1).any():
+            raise RunFormatError(path, f"column `{name}`: values must be >= 1")
+    dup = frame.duplicated(list(CELL_KEY), keep=False)
+    if dup.any():
+        cells = ", ".join(frame.loc[dup, "cell_id"].head(_SHOWN_BAD_ROWS))
+        raise RunFormatError(path, f"the same cell x repeat appears twice: {cells}")
+    # A failed cell's numbers describe nothing, whatever its `valid` column says.
+    frame.loc[frame["status"] != "ok", "valid"] = False
+    return add_style(frame), missing
+
+
+def load_requests(path: Path, kinds: Sequence[str] | None = None) -> pd.DataFrame:
+    """One cell's requests.csv (kind, latency_ms, ok), optionally only the rows of `kinds`."""
+    wanted = [c.name for c in REQUESTS_COLUMNS]
+    try:
+        raw = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            usecols=lambda c: c in wanted,
+            engine="c",
+        )
+    except FileNotFoundError:
+        raise RunFormatError(path, "file is missing") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RunFormatError(path, f"not a readable CSV ({_first_line(exc)})") from None
+    if kinds is not None:
+        raw = raw[raw["kind"].isin(kinds)] if "kind" in raw else raw
+    # The index still counts file lines, so a type error names the right line.
+    frame, _ = _typed(raw, REQUESTS_COLUMNS, path, allow_empty=True)
+    return frame.reset_index(drop=True)
+
+
+def _read_csv_text(path: Path) -> pd.DataFrame:
+    # Everything is read as text first so each column gets its own, clearly worded type check.
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
+    except FileNotFoundError:
+        raise RunFormatError(path, "file is missing") from None
+    except pd.errors.EmptyDataError:
+        raise RunFormatError(path, "file is empty (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunFormatError(path, f"not a readable CSV ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise RunFormatError(path, f"cannot be read ({exc})") from None
+    if raw.empty:
+        raise RunFormatError(path, "has a header but no rows")
+    return raw
+
+
+def _typed(
+    raw: pd.DataFrame, columns: Sequence[Column], path: Path, *, allow_empty: bool = False
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    absent_required = [c.name for c in columns if c.required and c.name not in raw.columns]
+    if absent_required:
+        raise RunFormatError(
+            path,
+            f"missing required column(s) {absent_required}; "
+            f"available columns: {sorted(map(str, raw.columns))}",
+        )
+    if raw.empty and not allow_empty:
+        raise RunFormatError(path, "has a header but no rows")
+    out = raw.copy()
+    missing: list[str] = []
+    for col in columns:
+        if col.name not in out.columns:
+            if col.contract:
+                missing.append(col.name)
+            out[col.name] = _empty(col, len(out))
+            continue
+        out[col.name] = _convert(out[col.name].astype(str).str.strip(), col, path)
+    return out, tuple(missing)
+
+
+def _empty(col: Column, n: int) -> pd.Series:
+    if col.kind == "str":
+        return pd.Series([""] * n, dtype=object)
+    if col.kind == "int":
+        return pd.Series([pd.NA] * n, dtype="Int64")
+    if col.kind == "bool":
+        return pd.Series([False] * n, dtype=bool)
+    return pd.Series(np.full(n, np.nan), dtype=float)
+
+
+def _convert(text: pd.Series, col: Column, path: Path) -> pd.Series:
+    blank = text == ""
+    if not col.nullable and blank.any():
+        _fail(path, col, blank, text, "is empty")
+    if col.kind == "str":
+        return text.astype(object)
+    if col.kind == "bool":
+        lowered = text.str.lower()
+        bad = ~(lowered.isin(_TRUE | _FALSE) | blank)
+        if bad.any():
+            _fail(path, col, bad, text, "is not a boolean (True/False)")
+        return lowered.isin(_TRUE).astype(bool)
+    numbers = pd.to_numeric(text.where(~blank, None), errors="coerce")
+    bad = numbers.isna() & ~blank & (text.str.lower() != "nan")
+    if bad.any():
+        _fail(path, col, bad, text, f"is not a{'n integer' if col.kind == 'int' else ' number'}")
+    if col.kind == "float":
+        return numbers.astype(float)
+    fractional = numbers.notna() & (numbers != numbers.round())
+    if fractional.any():
+        _fail(path, col, fractional, text, "is not an integer")
+    return numbers.astype("Int64") if col.nullable else numbers.astype("int64")
+
+
+def _fail(path: Path, col: Column, bad: pd.Series, text: pd.Series, what: str) -> None:
+    # Line numbers count the header as line 1, as an editor shows them.
+    rows = [f"line {i + 2}: {text[i]!r}" for i in bad[bad].index[:_SHOWN_BAD_ROWS]]
+    more = f" (and {int(bad.sum()) - len(rows)} more)" if bad.sum() > len(rows) else ""
+    where = "; ".join(rows)
+    raise RunFormatError(path, f"column `{col.name}` ({col.kind}) {what} at {where}{more}")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,180 @@
+"""Charts, the report and the CLI, rendered from the fixture run (Agg backend, files only)."""
+
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from analysis import plots  # noqa: E402
+from analysis.__main__ import main  # noqa: E402
+from analysis.compare import compare_frames, direction  # noqa: E402
+from analysis.load import load_run  # noqa: E402
+from analysis.report import write_report  # noqa: E402
+from analysis.transform import MissingColumnError, aggregate, excluded, scenarios  # noqa: E402
+from analysis.verdict import compute_verdicts  # noqa: E402
+from tests.analysis_fixtures import SECRET, write_run  # noqa: E402
+
+EXPECTED_CHARTS = {
+    "overview.png",
+    *(
+        f"{s}_{c}.png"
+        for s in ("hello", "chat", "chat_stream", "cpu", "mixed")
+        for c in ("throughput", "latency", "cdf")
+    ),
+    "chat_stream_tokens.png",
+    "mixed_probe.png",
+    *(f"{s}_loop_lag.png" for s in ("hello", "chat", "chat_stream", "cpu", "mixed")),
+}
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture run with its report written once for every test here (rendering is slow)."""
+    run = write_run(tmp_path_factory.mktemp("report"))
+    assert main(["report", str(run)]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def agg(reported: Path) -> pd.DataFrame:
+    return aggregate(load_run(reported).summary)
+
+
+def test_plot_functions_draw_on_the_given_ax(agg: pd.DataFrame, reported: Path) -> None:
+    run = load_run(reported)
+    verdicts = compute_verdicts(agg, scenarios(run.summary))
+    fig, axes = plt.subplots(2, 3)
+    try:
+        calls = [
+            lambda ax: plots.plot_throughput(ax, agg, "chat", excluded(run.summary)),
+            lambda ax: plots.plot_percentiles(ax, agg, "chat"),
+            lambda ax: plots.plot_percentiles(ax, agg, "chat_stream", prefix="ttft_", what="TTFT"),
+            lambda ax: plots.plot_cdf(ax, {"sync": np.array([1.0, 2.0, 3.0])}, "chat", 50),
+            lambda ax: plots.plot_advantage(ax, verdicts, "rps"),
+            lambda ax: plots.plot_advantage(ax, verdicts, "p99"),
+        ]
+        for ax, call in zip(axes.flat, calls, strict=True):
+            assert call(ax) is ax
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() or ax.get_yticklabels()
+            assert ax.has_data()
+    finally:
+        plt.close(fig)
+
+
+def test_throughput_chart_draws_ideal_and_threadpool_marker(agg: pd.DataFrame) -> None:
+    fig, ax = plt.subplots()
+    try:
+        plots.plot_throughput(ax, agg, "chat")
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "ideal: users / 200 ms" in labels
+        assert "threadpool tokens = 40" in labels
+        assert "(successful requests/s)" in ax.get_ylabel()
+    finally:
+        plt.close(fig)
+
+
+def test_plot_missing_column_lists_available(agg: pd.DataFrame) -> None:
+    fig, ax = plt.subplots()
+    try:
+        with pytest.raises(MissingColumnError, match="available columns: .*'rps'"):
+            plots.plot_percentiles(ax, agg.drop(columns=["p99_ms"]), "chat")
+    finally:
+        plt.close(fig)
+
+
+def test_every_chart_rendered_and_non_trivial(reported: Path) -> None:
+    charts = {p.name: p for p in (reported / "charts").glob("*.png")}
+    assert set(charts) == EXPECTED_CHARTS
+    for path in charts.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 15_000, path.name
+
+
+def test_html_report_embeds_every_chart_and_the_verdict_table(reported: Path) -> None:
+    page = (reported / "report.html").read_text()
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', page)
+    assert len(images) == len(EXPECTED_CHARTS)
+    assert "charts/" not in page  # nothing to fetch: opens from disk anywhere
+    assert "<th>winner</th>" in page and "<th>FastAPI docs rule: what the data says</th>" in page
+    assert "no clear winner" in page  # cpu: 388 vs 390 req/s
+    assert "chat__sync-httpx__u200__r2" in page  # the invalid cell is listed
+    assert "chat_stream__blocking-httpx__u200__r2" in page  # and the failed one
+    assert "saturated load generator" in page
+    assert "<code>fastapi</code>" in page  # versions from the manifest
+    assert "2026-11-28 12:00:00 UTC" in page  # epoch start shown as a date
+    assert SECRET not in page  # the API key in server_settings is never printed
+    assert "<th>loop lag p99 ms</th>" in page  # the mechanism table
+
+
+def test_markdown_report_links_every_chart(reported: Path) -> None:
+    md = (reported / "report.md").read_text()
+    assert md.startswith("# def or async def?")
+    links = set(re.findall(r"\]\(charts/([^)]+)\)", md))
+    assert links == EXPECTED_CHARTS
+    assert "| scenario | users | winner |" in md
+
+
+def test_report_without_raw_files_skips_the_distribution(tmp_path: Path) -> None:
+    run = write_run(tmp_path, raw=False)
+    # One scenario is enough here and keeps the test fast.
+    frame = pd.read_csv(run / "summary.csv", dtype=str, keep_default_na=False)
+    frame[frame["scenario"] == "mixed"].to_csv(run / "summary.csv", index=False)
+    files = write_report(run)
+    names = {p.name for p in files.charts}
+    assert not any(n.endswith("_cdf.png") for n in names) and "overview.png" in names
+    assert "latency distribution skipped" in files.markdown.read_text()
+
+
+def test_cli_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = write_run(tmp_path, raw=False)
+    (run / "summary.csv").write_text("scenario\nchat\n")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "summary.csv" in err and "Traceback" not in err
+
+
+def test_direction_marks_noise() -> None:
+    assert direction((1.5, 1.4, 1.6), 0.1) == "up"
+    assert direction((0.5, 0.45, 0.55), 0.1) == "down"
+    assert direction((1.05, 1.0, 1.1), 0.1) == "noise"
+
+
+def test_compare_two_runs(reported: Path, tmp_path: Path) -> None:
+    b = tmp_path / "tokens-200"
+    shutil.copytree(reported, b)
+    frame = pd.read_csv(b / "summary.csv", dtype=str, keep_default_na=False)
+    faster = (frame["scenario"] == "chat") & (frame["variant"] == "sync")
+    frame.loc[faster, "rps"] = (frame.loc[faster, "rps"].astype(float) * 1.6).astype(str)
+    frame.to_csv(b / "summary.csv", index=False)
+    table = compare_frames(aggregate(load_run(reported).summary), aggregate(load_run(b).summary))
+    changed = table[table["rps_change"] != "noise"]
+    assert set(changed["scenario"]) == {"chat"} and set(changed["style"]) == {"sync"}
+    assert (changed["rps_change"] == "up").all()
+    assert main(["compare", str(reported), str(b)]) == 0
+    out = b / f"compare-vs-{reported.name}"
+    assert (out / "compare.png").stat().st_size > 15_000
+    md = (out / "compare.md").read_text()
+    assert "| `chat` | sync | 50 |" in md and "noise" in md
+    assert (out / "compare.html").read_text().count("data:image/png;base64,") == 1
+
+
+def test_report_with_no_valid_cell_still_renders(tmp_path: Path) -> None:
+    run = write_run(tmp_path, raw=False)
+    frame = pd.read_csv(run / "summary.csv", dtype=str, keep_default_na=False)
+    frame["valid"] = "False"
+    frame["invalid_reason"] = "load generator at 99% of its core"
+    frame.to_csv(run / "summary.csv", index=False)
+    files = write_report(run)
+    assert files.charts == []
+    md = files.markdown.read_text()
+    assert "not enough valid cells" in md and "no valid cells, no charts" in md
+    # 95 invalid + 1 failed cells: the first 40 are listed, the rest counted.
+    assert md.count("**invalid cell**") == 39 and f"and {len(frame) - 40} more warnings" in md

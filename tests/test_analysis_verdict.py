@@ -1,0 +1,224 @@
+"""Transforms and verdict rules on small hand-built frames whose right answer is known."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.caveats import caveats
+from analysis.rules import CONFIRMS, CONTRADICTS, MIXED, NOISE, NOT_MEASURED, rules_for
+from analysis.styles import add_style, colour, ordered, style_of
+from analysis.transform import (
+    MissingColumnError,
+    aggregate,
+    compared_users,
+    ratio_with_spread,
+    relative_spread,
+    require_columns,
+    safe_ratio,
+)
+from analysis.verdict import compute_verdict, fmt_ratio, is_clear, leader_label, noise_threshold
+
+
+def rows(scenario: str, spec: dict[tuple[str, str], list[float]], users: int = 50, **extra: object):
+    """Summary rows: {(variant, client): [rps per repeat]}; p99 = 1000 * users / rps."""
+    out = []
+    for (variant, client), values in spec.items():
+        for repeat, rps in enumerate(values, start=1):
+            out.append(
+                {
+                    "scenario": scenario,
+                    "variant": variant,
+                    "client": client,
+                    "users": users,
+                    "repeat": repeat,
+                    "rps": rps,
+                    "p50_ms": 1000 * users / rps if rps else math.nan,
+                    "p99_ms": 2000 * users / rps if rps else math.nan,
+                    "status": "ok",
+                    "valid": True,
+                    "cell_id": f"{scenario}__{variant}-{client}__u{users:03d}__r{repeat}",
+                    "reason": "",
+                    "invalid_reason": "",
+                    **extra,
+                }
+            )
+    return out
+
+
+def summary(*parts: list[dict]) -> pd.DataFrame:
+    return add_style(pd.DataFrame([r for p in parts for r in p]))
+
+
+def test_style_keys_and_palette() -> None:
+    assert style_of("async", "httpx") == "async"
+    assert style_of("async", "-") == "async"
+    assert style_of("async", "aiohttp") == "async (aiohttp)"
+    assert ordered(["blocking", "zeta", "async (aiohttp)", "sync"]) == [
+        "sync",
+        "async (aiohttp)",
+        "blocking",
+        "zeta",
+    ]
+    assert colour("sync") != colour("async") and colour("zeta") == colour("zeta")
+
+
+def test_aggregate_median_and_spread_skip_invalid() -> None:
+    s = summary(rows("chat", {("sync", "httpx"): [100.0, 110.0, 130.0]}))
+    s.loc[2, "valid"] = False  # the 130 repeat is excluded
+    agg = aggregate(s)
+    assert len(agg) == 1
+    row = agg.iloc[0]
+    assert (row["rps"], row["rps_lo"], row["rps_hi"], row["repeats"]) == (105.0, 100.0, 110.0, 2)
+    assert relative_spread(agg).iloc[0] == pytest.approx(10 / 105)
+
+
+def test_ratio_spread_is_the_widest_range() -> None:
+    a = pd.Series({"rps": 200.0, "rps_lo": 190.0, "rps_hi": 210.0})
+    b = pd.Series({"rps": 100.0, "rps_lo": 95.0, "rps_hi": 105.0})
+    mid, lo, hi = ratio_with_spread(a, b, "rps")
+    assert (mid, lo, hi) == pytest.approx((2.0, 190 / 105, 210 / 95))
+    assert safe_ratio(5, 0) == math.inf and math.isnan(safe_ratio(0, 0))
+
+
+def test_require_columns_lists_available() -> None:
+    with pytest.raises(MissingColumnError, match=r"lacks column\(s\) \['x'\]; available .*'a'"):
+        require_columns(pd.DataFrame({"a": [1]}), ["a", "x"])
+
+
+def test_is_clear_needs_threshold_and_separated_spreads() -> None:
+    assert is_clear((1.5, 1.4, 1.6), 0.15)
+    assert not is_clear((1.1, 1.05, 1.15), 0.15)  # inside the threshold
+    assert not is_clear((1.5, 0.9, 2.0), 0.15)  # spreads overlap
+    assert fmt_ratio((1.5, 1.4, 1.6)) == "x1.50 (1.40-1.60)"
+
+
+def test_clear_winner() -> None:
+    s = summary(rows("chat", {("sync", "httpx"): [600, 620], ("async", "aiohttp"): [2400, 2500]}))
+    v = compute_verdict(aggregate(s), "chat", 0.10)
+    assert v.clear and v.winners == ("async (aiohttp)",) and v.runner_up == "sync"
+    assert v.rps_ratio == pytest.approx((2450 / 610, 2400 / 620, 2500 / 600))
+    assert v.p99_ratio[0] == pytest.approx(2450 / 610, rel=1e-3)  # median of 1/x, not 1/median
+    assert "wins" in v.text and leader_label(v) == "async: async def + aiohttp"
+
+
+def test_no_clear_winner_inside_noise() -> None:
+    s = summary(rows("hello", {("sync", "-"): [4800, 5000], ("async", "-"): [5200, 5400]}))
+    v = compute_verdict(aggregate(s), "hello", noise_threshold("hello"))
+    assert v.threshold == 0.15
+    assert not v.clear and v.winners == () and v.leader == "async"
+    assert v.text.startswith("no clear winner") and leader_label(v) == "no clear winner"
+
+
+def test_no_clear_winner_when_spreads_overlap() -> None:
+    # Medians 30% apart, but one repeat of each says the opposite: not a result.
+    s = summary(rows("chat", {("sync", "httpx"): [100, 160], ("async", "httpx"): [150, 240]}))
+    v = compute_verdict(aggregate(s), "chat", 0.10)
+    assert v.rps_ratio[0] == pytest.approx(1.5) and not v.clear
+
+
+def test_tied_styles_share_the_win() -> None:
+    s = summary(
+        rows("hello", {("sync", "-"): [4600], ("async", "-"): [8000], ("blocking", "-"): [7900]})
+    )
+    v = compute_verdict(aggregate(s), "hello", 0.15)
+    assert v.clear and v.winners == ("async", "blocking") and v.runner_up == "sync"
+
+
+def test_verdict_uses_highest_load_with_two_valid_styles() -> None:
+    s = summary(
+        rows("chat", {("sync", "httpx"): [190], ("async", "aiohttp"): [230]}, users=50),
+        rows("chat", {("sync", "httpx"): [190], ("async", "aiohttp"): [900]}, users=200),
+    )
+    s.loc[(s["users"] == 200) & (s["variant"] == "sync"), "status"] = "failed"
+    agg = aggregate(s)
+    assert compared_users(agg, "chat") == 50
+    assert compute_verdict(agg, "chat", 0.1).users == 50
+    # With a third style valid at 200 users, the verdict moves there and names the absent one.
+    s = pd.concat([s, summary(rows("chat", {("blocking", "httpx"): [5]}, users=200))])
+    v = compute_verdict(aggregate(s), "chat", 0.1)
+    assert v.users == 200 and "(`sync`: no valid cell at 200 users)" in v.text
+
+
+def test_not_enough_data() -> None:
+    s = summary(rows("cpu", {("sync", "-"): [390]}))
+    v = compute_verdict(aggregate(s), "cpu", 0.15)
+    assert v.users is None and v.leader is None and leader_label(v) == "n/a"
+
+
+def check(scenario: str, spec: dict, index: int = 0, **extra: object):
+    s = summary(rows(scenario, spec, **extra))
+    rows_at = aggregate(s).set_index("style")
+    return rules_for(scenario)[index](rows_at, noise_threshold(scenario))
+
+
+def test_rule_async_library_depends_on_the_client() -> None:
+    c = check(
+        "chat",
+        {("sync", "httpx"): [655], ("async", "httpx"): [205], ("async", "aiohttp"): [2463]},
+    )
+    assert c.outcome == MIXED
+    assert "`async` x0.31 of `sync` (contradicts)" in c.detail
+    assert "`async (aiohttp)` x3.76 of `sync` (confirms)" in c.detail
+
+
+def test_rule_blocking_collapses_to_one_over_latency() -> None:
+    c = check(
+        "chat",
+        {("sync", "httpx"): [655], ("blocking", "httpx"): [19]},
+        index=1,
+        upstream_latency_ms=50.0,
+    )
+    assert c.outcome == CONFIRMS and "1 / latency = 20/s" in c.detail
+
+
+def test_rule_blocking_contradicted_when_blocking_is_as_fast() -> None:
+    c = check("items_read", {("sync", "-"): [2000], ("blocking", "-"): [2600]}, index=1)
+    assert c.outcome == CONTRADICTS
+
+
+def test_rule_trivial_endpoint_noise() -> None:
+    assert check("hello", {("sync", "-"): [5000], ("async", "-"): [5200]}).outcome == NOISE
+    assert check("hello", {("sync", "-"): [4900], ("async", "-"): [8900]}).outcome == CONFIRMS
+
+
+def test_rule_aiosqlite_and_cpu() -> None:
+    assert check("items_read", {("sync", "-"): [2370], ("async", "-"): [1860]}).outcome == CONFIRMS
+    assert check("cpu", {("sync", "-"): [388], ("async", "-"): [390]}).outcome == CONFIRMS
+    assert check("cpu", {("sync", "-"): [388]}).outcome == NOT_MEASURED
+
+
+def test_rule_mixed_probe_stall() -> None:
+    s = summary(
+        rows("mixed", {("async", "-"): [900]}, probe_p99_ms=3.0),
+        rows("mixed", {("blocking", "-"): [5]}, probe_p99_ms=1000.0),
+    )
+    c = rules_for("mixed")[0](aggregate(s).set_index("style"), 0.1)
+    assert c.outcome == CONFIRMS and "x333" in c.detail
+
+
+def test_caveats_list_excluded_saturated_and_spread() -> None:
+    s = summary(
+        rows("chat", {("sync", "httpx"): [100, 140], ("async", "httpx"): [100, 101]}),
+    )
+    s["loadgen_cpu_pct"] = [50.0, 50.0, 95.0, 50.0]
+    s.loc[1, "valid"] = False
+    s.loc[1, "invalid_reason"] = "load generator above 90% CPU"
+    agg = aggregate(s)
+    kinds = [(c.kind, c.cell) for c in caveats(s, agg, {"chat": 0.1})]
+    assert ("invalid cell", "chat__sync-httpx__u050__r2") in kinds
+    assert ("saturated load generator", "chat__async-httpx__u050__r1") in kinds
+    assert all(k != "high run-to-run spread" for k, _ in kinds)  # invalid repeat left out
+    s.loc[1, "valid"] = True
+    kinds = [c.kind for c in caveats(s, aggregate(s), {"chat": 0.1})]
+    assert "high run-to-run spread" in kinds
+
+
+def test_style_that_completed_nothing() -> None:
+    # MEASURED.md: the blocking anti-pattern can finish 0 requests in a window.
+    s = summary(rows("chat", {("sync", "httpx"): [655, 660], ("blocking", "httpx"): [0, 0]}))
+    agg = aggregate(s)
+    v = compute_verdict(agg, "chat", 0.1)
+    assert v.clear and v.winners == ("sync",) and math.isinf(v.rps_ratio[0])
+    assert fmt_ratio(v.p99_ratio) == "n/a"
+    assert rules_for("chat")[1](agg.set_index("style"), 0.1).outcome == CONFIRMS
