@@ -1,6 +1,6 @@
 """Render every chart of a run to PNG files: builds figures, calls the plot functions, saves."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -12,13 +12,25 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis import plots  # noqa: E402
-from analysis.load import REQUESTS_FILE, Run, load_requests  # noqa: E402
-from analysis.transform import excluded, usable  # noqa: E402
+from analysis import plots, plots_mechanism  # noqa: E402
+from analysis.load import (  # noqa: E402
+    CELL_FILE,
+    METRICS_FILE,
+    REQUESTS_FILE,
+    Run,
+    load_metrics,
+    load_requests,
+    load_window,
+)
+from analysis.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
+from analysis.transform import at_reference_tokens, excluded, usable  # noqa: E402
 from analysis.verdict import Verdict  # noqa: E402
 
 CHARTS_DIR = "charts"
 DPI = 110
+# The issue's timeline: `def` at the highest load of the non-streaming proxy, where 40 tokens
+# meet more users than threads.
+TIMELINE_SCENARIO = "chat"
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,8 @@ class Rendered:
 
     charts: list[Chart]
     notes: list[str]
+    # The threadpool sweep's charts, shown in their own report section.
+    sweep: list[Chart] = field(default_factory=list)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -92,28 +106,8 @@ def render_all(run: Run, agg: pd.DataFrame, verdicts: list[Verdict], out_dir: Pa
                     "A light /hello user beside the load: how much one style stalls others.",
                 )
             )
-        if (
-            "loop_lag_p99_ms" in agg
-            and agg.loc[agg["scenario"] == s, "loop_lag_p99_ms"].notna().any()
-        ):
-            fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-            plots.plot_metric(
-                ax,
-                agg,
-                s,
-                "loop_lag_p99_ms",
-                "event-loop lag p99 (ms, log scale)",
-                "event-loop lag vs users (server's own /metrics)",
-            )
-            charts.append(
-                _chart(
-                    fig,
-                    out_dir / f"{s}_loop_lag.png",
-                    f"{s}: event-loop lag vs users",
-                    s,
-                    "How late the server's event loop ran its callbacks: blocking shows here.",
-                )
-            )
+        charts += mechanism_charts(agg, s, out_dir)
+    charts += threadpool_chart(run, out_dir, notes)
     if any(v.leader is not None for v in verdicts):
         fig, (left, right) = plt.subplots(
             1, 2, figsize=(13, 1.8 + 0.6 * len(verdicts)), layout="constrained"
@@ -131,7 +125,7 @@ def render_all(run: Run, agg: pd.DataFrame, verdicts: list[Verdict], out_dir: Pa
                 "Solid bars: a clear winner; hatched: inside the noise. Whiskers: spread.",
             ),
         )
-    return Rendered(charts, notes)
+    return Rendered(charts, notes, sweep_charts(run, out_dir))
 
 
 def _chart(fig: Figure, path: Path, title: str, scenario: str, caption: str) -> Chart:
@@ -190,3 +184,119 @@ def _cdf_chart(run: Run, v: Verdict, out_dir: Path, notes: list[str]) -> list[Ch
             "Every successful request of the valid repeats; further right = slower.",
         )
     ]
+
+
+def _has(agg: pd.DataFrame, scenario: str, column: str) -> bool:
+    return column in agg and agg.loc[agg["scenario"] == scenario, column].notna().any()
+
+
+def mechanism_charts(agg: pd.DataFrame, scenario: str, out_dir: Path) -> list[Chart]:
+    """Loop lag, overhead and server CPU vs users for one scenario, each only if recorded."""
+    out: list[Chart] = []
+    specs = (
+        (
+            "loop_lag_max_ms",
+            plots_mechanism.plot_loop_lag,
+            "loop_lag",
+            "event-loop lag vs users",
+            "How late the event loop ran a 10 ms timer: solid max, dashed p99. Above the "
+            "dash-dot line a callback held the loop; the blocking variant shows here.",
+        ),
+        (
+            "overhead_p99_ms",
+            plots_mechanism.plot_overhead,
+            "overhead",
+            "proxy overhead vs users",
+            "Time in the app minus time waiting on the upstream or DB (Server-Timing): what the "
+            "handler style itself costs per request, queueing for threads or the loop included.",
+        ),
+        (
+            "server_cpu_pct",
+            plots_mechanism.plot_server_cpu,
+            "cpu",
+            "server CPU vs users",
+            "Mean CPU of the server process; the black line is one core, the most one worker's "
+            "Python can use. A style that reaches it first is CPU-bound first.",
+        ),
+    )
+    for column, plot, suffix, title, caption in specs:
+        if not _has(agg, scenario, column):
+            continue
+        fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+        plot(ax, agg, scenario)
+        out.append(
+            _chart(
+                fig, out_dir / f"{scenario}_{suffix}.png", f"{scenario}: {title}", scenario, caption
+            )
+        )
+    return out
+
+
+def timeline_cell(run: Run, scenario: str = TIMELINE_SCENARIO) -> pd.Series | None:
+    """The `sync` cell at the highest valid load of `scenario`, the first repeat with metrics."""
+    rows = at_reference_tokens(usable(run.summary))
+    rows = rows[(rows["scenario"] == scenario) & (rows["style"] == SWEPT)]
+    if rows.empty:
+        return None
+    top = rows[rows["users"] == rows["users"].max()].sort_values("repeat")
+    with_metrics = [
+        r for _, r in top.iterrows() if (run.path / str(r["cell_id"]) / METRICS_FILE).exists()
+    ]
+    return with_metrics[0] if with_metrics else top.iloc[0]
+
+
+def threadpool_chart(run: Run, out_dir: Path, notes: list[str]) -> list[Chart]:
+    """`def`'s threadpool over time at chat's highest load, or a note saying why it is absent."""
+    cell = timeline_cell(run)
+    if cell is None:
+        return []
+    cell_dir = run.path / str(cell["cell_id"])
+    if not (cell_dir / METRICS_FILE).exists():
+        notes.append(
+            f"{TIMELINE_SCENARIO}: no `{METRICS_FILE}` in `{cell['cell_id']}`, "
+            "threadpool timeline skipped"
+        )
+        return []
+    metrics = load_metrics(cell_dir / METRICS_FILE)
+    if not metrics["metric"].isin([plots_mechanism.TOKENS_IN_USE]).any():
+        notes.append(f"{TIMELINE_SCENARIO}: `{cell['cell_id']}` recorded no threadpool gauges")
+        return []
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    title = (
+        f"{TIMELINE_SCENARIO}: `def` threadpool at {cell['users']} users (repeat {cell['repeat']})"
+    )
+    plots_mechanism.plot_threadpool(ax, metrics, title, load_window(cell_dir / CELL_FILE))
+    return [
+        _chart(
+            fig,
+            out_dir / f"{TIMELINE_SCENARIO}_threadpool.png",
+            title,
+            TIMELINE_SCENARIO,
+            "anyio's tokens in use and the tasks queued for one, scraped once a second: flat at "
+            "the limit with a queue behind it means `def` ran out of threads.",
+        )
+    ]
+
+
+def sweep_charts(run: Run, out_dir: Path) -> list[Chart]:
+    """Throughput and p99 vs threadpool tokens for each swept scenario."""
+    out: list[Chart] = []
+    names = sweep_scenarios(run.summary)
+    if not names:
+        return out
+    sweep = aggregate_sweep(run.summary)
+    for s in names:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+        plots_mechanism.plot_sweep(left, sweep, s, "rps")
+        plots_mechanism.plot_sweep(right, sweep, s, "p99_ms")
+        out.append(
+            _chart(
+                fig,
+                out_dir / f"{s}_threadpool_sweep.png",
+                f"{s}: `def` vs threadpool tokens",
+                s,
+                "`def` (blue) at each token count, median over repeats; the green lines are "
+                "`async def` at the same users. The dash-dot line is anyio's default.",
+            )
+        )
+    return out

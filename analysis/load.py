@@ -1,4 +1,4 @@
-"""Load a run folder (summary.csv, manifest.json, per-cell requests.csv) into typed pandas data."""
+"""Load a run folder (summary.csv, manifest.json, per-cell requests/metrics.csv) as typed data."""
 
 import json
 from collections.abc import Sequence
@@ -9,12 +9,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.schema import CELL_KEY, REQUESTS_COLUMNS, STATUSES, SUMMARY_COLUMNS, Column
+from analysis.schema import (
+    CELL_KEY,
+    METRICS_COLUMNS,
+    REQUESTS_COLUMNS,
+    STATUSES,
+    SUMMARY_COLUMNS,
+    SWEEP_KEY,
+    Column,
+)
 from analysis.styles import add_style
 
 SUMMARY_FILE = "summary.csv"
 MANIFEST_FILE = "manifest.json"
 REQUESTS_FILE = "requests.csv"
+METRICS_FILE = "metrics.csv"
+CELL_FILE = "cell.json"
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -87,7 +97,8 @@ def load_summary(path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
     for name in ("users", "repeat"):
         if (frame[name] < 1).any():
             raise RunFormatError(path, f"column `{name}`: values must be >= 1")
-    dup = frame.duplicated(list(CELL_KEY), keep=False)
+    # A token sweep repeats a cell at several token counts: those rows are distinct cells.
+    dup = frame.duplicated([*CELL_KEY, SWEEP_KEY], keep=False)
     if dup.any():
         cells = ", ".join(frame.loc[dup, "cell_id"].head(_SHOWN_BAD_ROWS))
         raise RunFormatError(path, f"the same cell x repeat appears twice: {cells}")
@@ -116,6 +127,40 @@ def load_requests(path: Path, kinds: Sequence[str] | None = None) -> pd.DataFram
     # The index still counts file lines, so a type error names the right line.
     frame, _ = _typed(raw, REQUESTS_COLUMNS, path, allow_empty=True)
     return frame.reset_index(drop=True)
+
+
+def load_metrics(path: Path) -> pd.DataFrame:
+    """One cell's metrics.csv (ts, metric, labels, value), sorted by time; may have no rows."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
+    except FileNotFoundError:
+        raise RunFormatError(path, "file is missing") from None
+    except pd.errors.EmptyDataError:
+        raise RunFormatError(path, "file is empty (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunFormatError(path, f"not a readable CSV ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise RunFormatError(path, f"cannot be read ({exc})") from None
+    # No scrape succeeded (a server blocked throughout) is a fact to show, not a format error.
+    frame, _ = _typed(raw, METRICS_COLUMNS, path, allow_empty=True)
+    frame = frame[[c.name for c in METRICS_COLUMNS]]
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def load_window(path: Path) -> tuple[float, float] | None:
+    """A cell.json's measured window (start, end) in epoch seconds; None if not recorded."""
+    if not path.exists():
+        return None
+    data = load_manifest(path)  # the same JSON-object checks
+    start, end = data.get("window_start"), data.get("window_end")
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (start, end))
+    return (float(start), float(end)) if numbers and end > start else None  # type: ignore[operator]
+
+
+def metric_series(metrics: pd.DataFrame, metric: str, labels: str = "") -> pd.Series:
+    """One metric's values indexed by `ts`; `labels` as written in the file (`k=v;k=v`)."""
+    rows = metrics[(metrics["metric"] == metric) & (metrics["labels"] == labels)]
+    return pd.Series(rows["value"].to_numpy(), index=rows["ts"].to_numpy(), name=metric)
 
 
 def _read_csv_text(path: Path) -> pd.DataFrame:

@@ -18,7 +18,8 @@ USERS_LABEL = "concurrent users (closed loop, no think time)"
 PCT_STYLES: dict[str, str] = {"p50": "--", "p99": "-"}
 
 
-def _users_axis(ax: Axes, users: Sequence[int]) -> None:
+def users_axis(ax: Axes, users: Sequence[int]) -> None:
+    """Users on x: the measured levels as ticks, log-spaced when they span a decade."""
     # Log spacing once levels span a decade (10, 50, 200), with the measured levels as ticks.
     values = sorted({int(u) for u in users})
     if values and values[-1] / max(values[0], 1) >= 8:
@@ -29,12 +30,14 @@ def _users_axis(ax: Axes, users: Sequence[int]) -> None:
     ax.set_xlabel(USERS_LABEL)
 
 
-def _weight(i: int) -> dict[str, float]:
+def line_weight(i: int) -> dict[str, float]:
+    """Line width and marker size of the i-th style drawn."""
     # Later styles draw thinner, so identical results (async and blocking on /hello) stay visible.
     return {"linewidth": max(3.2 - 0.6 * i, 1.0), "markersize": max(9.0 - 1.5 * i, 4.0)}
 
 
-def _plain_log(axis: Axis) -> None:
+def plain_log(axis: Axis) -> None:
+    """Plain-number tick labels on a log axis."""
     # "200" reads faster than "2 x 10^2"; minor ticks get labels only when no decade tick shows.
     lo, hi = sorted(axis.get_view_interval())
     axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
@@ -42,7 +45,8 @@ def _plain_log(axis: Axis) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if few_decades else ""))
 
 
-def _scenario_rows(agg: pd.DataFrame, scenario: str, columns: Sequence[str]) -> pd.DataFrame:
+def scenario_rows(agg: pd.DataFrame, scenario: str, columns: Sequence[str]) -> pd.DataFrame:
+    """One scenario's aggregated rows by users; MissingColumnError if `columns` are absent."""
     require_columns(agg, ["scenario", "style", "users", *columns], "aggregate")
     return agg[agg["scenario"] == scenario].sort_values("users")
 
@@ -54,21 +58,23 @@ def plot_throughput(
     excluded_rows: pd.DataFrame | None = None,
 ) -> Axes:
     """Median throughput vs users per style, the min-max band, Little's-law ideal and pool size."""
-    rows = _scenario_rows(agg, scenario, ["rps", "rps_lo", "rps_hi"])
+    rows = scenario_rows(agg, scenario, ["rps", "rps_lo", "rps_hi"])
     for i, style in enumerate(ordered(rows["style"])):
         part = rows[rows["style"] == style]
         c = colour(style)
-        ax.plot(part["users"], part["rps"], marker="o", color=c, label=label(style), **_weight(i))
+        ax.plot(
+            part["users"], part["rps"], marker="o", color=c, label=label(style), **line_weight(i)
+        )
         ax.fill_between(part["users"], part["rps_lo"], part["rps_hi"], color=c, alpha=0.2, lw=0)
     users = sorted(rows["users"].unique())
-    latency = _first(rows, "upstream_latency_ms")
+    latency = first_value(rows, "upstream_latency_ms")
     if latency is not None and latency > 0 and users:
         # Little's law: with no think time, N users each waiting L seconds make at most N / L req/s.
         xs = np.array(users, dtype=float)
         ax.plot(
             xs, xs / (latency / 1000), ":", color="0.35", label=f"ideal: users / {latency:g} ms"
         )
-    tokens = _first(rows, "threadpool_tokens")
+    tokens = first_value(rows, "threadpool_tokens")
     if tokens is not None and tokens > 0:
         ax.axvline(tokens, color="0.5", lw=1, ls="-.", label=f"threadpool tokens = {tokens:g}")
         users = sorted({*users, int(tokens)})
@@ -97,7 +103,7 @@ def plot_throughput(
             )
         if not bad.empty:
             ax.scatter([], [], marker="X", color="0.6", edgecolors="black", label="excluded cell")
-    _users_axis(ax, users)
+    users_axis(ax, users)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("throughput (successful requests/s)")
     ax.set_title(f"{scenario}: throughput vs users (median, band = min-max over repeats)")
@@ -115,48 +121,24 @@ def plot_percentiles(
 ) -> Axes:
     """p50 (dashed) and p99 (solid, min-max band) of `<prefix>p50_ms`/`<prefix>p99_ms` vs users."""
     p50, p99 = f"{prefix}p50_ms", f"{prefix}p99_ms"
-    rows = _scenario_rows(agg, scenario, [p50, p99, f"{p99}_lo", f"{p99}_hi"])
+    rows = scenario_rows(agg, scenario, [p50, p99, f"{p99}_lo", f"{p99}_hi"])
     rows = rows[rows[p99].notna()]
     for i, style in enumerate(ordered(rows["style"])):
         part = rows[rows["style"] == style]
         c = colour(style)
-        ax.plot(part["users"], part[p99], PCT_STYLES["p99"], marker="o", color=c, **_weight(i))
+        ax.plot(part["users"], part[p99], PCT_STYLES["p99"], marker="o", color=c, **line_weight(i))
         ax.fill_between(part["users"], part[f"{p99}_lo"], part[f"{p99}_hi"], color=c, alpha=0.2)
         ax.plot(part["users"], part[p50], PCT_STYLES["p50"], marker=".", color=c)
     if rows[[p50, p99]].gt(0).any().any():
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
-    _users_axis(ax, rows["users"].unique())
+        plain_log(ax.yaxis)
+    users_axis(ax, rows["users"].unique())
     ax.set_ylabel(f"{what} (ms, log scale)")
     ax.set_title(f"{scenario}: {what} p50 / p99 vs users")
     ax.grid(True, which="both", alpha=0.3)
     handles = [Line2D([], [], color=colour(s), label=label(s)) for s in ordered(rows["style"])]
     handles += [Line2D([], [], color="0.3", ls=ls, label=p) for p, ls in PCT_STYLES.items()]
     ax.legend(handles=handles, fontsize="small")
-    return ax
-
-
-def plot_metric(
-    ax: Axes, agg: pd.DataFrame, scenario: str, column: str, ylabel: str, title: str
-) -> Axes:
-    """One metric's median vs users per style with its min-max band (log y when positive)."""
-    rows = _scenario_rows(agg, scenario, [column, f"{column}_lo", f"{column}_hi"])
-    rows = rows[rows[column].notna()]
-    for i, style in enumerate(ordered(rows["style"])):
-        part = rows[rows["style"] == style]
-        c = colour(style)
-        ax.plot(part["users"], part[column], marker="o", color=c, label=label(style), **_weight(i))
-        ax.fill_between(
-            part["users"], part[f"{column}_lo"], part[f"{column}_hi"], color=c, alpha=0.2
-        )
-    if rows[column].gt(0).all():
-        ax.set_yscale("log")
-        _plain_log(ax.yaxis)
-    _users_axis(ax, rows["users"].unique())
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{scenario}: {title}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
     return ax
 
 
@@ -188,7 +170,7 @@ def plot_cdf(
             color="0.4",
         )
     ax.set_xscale("log")
-    _plain_log(ax.xaxis)
+    plain_log(ax.xaxis)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel(f"{what} latency (ms, log scale)")
     ax.set_ylabel("fraction of requests at or below")
@@ -251,7 +233,8 @@ def plot_advantage(ax: Axes, verdicts: Sequence[Verdict], metric: str = "rps") -
     return ax
 
 
-def _first(rows: pd.DataFrame, column: str) -> float | None:
+def first_value(rows: pd.DataFrame, column: str) -> float | None:
+    """The first non-missing value of a column, or None."""
     if column not in rows:
         return None
     values = rows[column].dropna()

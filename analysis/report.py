@@ -1,6 +1,5 @@
 """The run report: verdicts, warnings, settings and charts, as report.md and report.html."""
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,10 +10,12 @@ import pandas as pd
 from analysis.caveats import Caveat, caveats
 from analysis.charts import CHARTS_DIR, Rendered, render_all
 from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
+from analysis.fmt import ms, rate
 from analysis.load import Run, load_run
+from analysis.report_why import mechanism_blocks, sweep_blocks, why_column
 from analysis.rules import CONFIRMS, CONTRADICTS
 from analysis.styles import label, ordered
-from analysis.transform import MECHANISM, aggregate, at_users, scenarios
+from analysis.transform import aggregate, at_users, scenarios
 from analysis.verdict import (
     Verdict,
     compute_verdicts,
@@ -23,6 +24,7 @@ from analysis.verdict import (
     noise_threshold,
     styles_at,
 )
+from analysis.why import Limits
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -65,6 +67,16 @@ HOW_TO_READ = (
     "Overview: for each scenario, the leader's throughput over the runner-up's and the "
     "runner-up's p99 over the leader's; above x1 favours the leader, the grey band is noise.",
     "X markers in throughput charts are excluded cells (invalid or failed): not in any median.",
+    "Event-loop lag: how late the server's loop woke a 10 ms timer (solid max, dashed p99). "
+    "Anything that holds the loop (a blocking call, CPU work in `async def`) delays every "
+    "request on the worker by that much.",
+    "Threadpool timeline: anyio's tokens in use and the tasks waiting for one, for `def` at "
+    "the highest `chat` load. Flat at the limit with a queue behind it: `def` is out of threads.",
+    "Overhead: time in the app minus time waiting on the upstream or DB, from the "
+    "`Server-Timing` header: the cost of the handler style itself, waiting for a thread or for "
+    "the loop included.",
+    "Server CPU: % of one core; one worker cannot run Python on more than one core (the black "
+    "line), so a style that reaches it is CPU-bound.",
 )
 
 
@@ -91,7 +103,7 @@ def write_report(run_dir: Path | str, noise: float | None = None) -> ReportFiles
     page = run.path / REPORT_HTML
     md.write_text(to_markdown(blocks, run.path), encoding="utf-8")
     page.write_text(to_html(blocks, f"def or async def: {run.name}"), encoding="utf-8")
-    return ReportFiles(md, page, [c.path for c in rendered.charts])
+    return ReportFiles(md, page, [c.path for c in (*rendered.charts, *rendered.sweep)])
 
 
 def build_report(
@@ -108,7 +120,7 @@ def build_report(
         Paragraph(QUESTION),
         Heading("Verdicts"),
         Paragraph(_verdict_rule(verdicts)),
-        verdict_table(verdicts),
+        verdict_table(verdicts, why_column(agg, verdicts, Limits.from_manifest(run.manifest))),
         Heading("Throughput per style at the compared load"),
         Paragraph(
             "Median requests/s over valid repeats, with p99 latency; **bold** = the winner(s) "
@@ -116,6 +128,7 @@ def build_report(
         ),
         style_table(agg, verdicts),
         *mechanism_blocks(agg, verdicts),
+        *sweep_blocks(run, rendered),
         Heading("Warnings"),
         *_warning_blocks(warnings, rendered.notes),
         Heading("Machine and versions"),
@@ -138,8 +151,9 @@ def build_report(
     return blocks
 
 
-def verdict_table(verdicts: list[Verdict]) -> Table:
-    """Scenario, load, winner, ratios with spread, the verdict and the docs rules it tests."""
+def verdict_table(verdicts: list[Verdict], why: dict[str, str] | None = None) -> Table:
+    """Scenario, load, winner, ratios, the verdict, the mechanism and the docs rules it tests."""
+    why = why or {}
     rows = []
     for v in verdicts:
         rules = (
@@ -154,6 +168,7 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
                 fmt_ratio(v.rps_ratio),
                 fmt_ratio(v.p99_ratio),
                 v.text,
+                why.get(v.scenario, "not recorded"),
                 rules,
             ]
         )
@@ -164,6 +179,7 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
         "throughput ratio (leader / runner-up)",
         "p99 ratio (runner-up / leader)",
         "verdict",
+        "why (mechanism seen in the server)",
         "FastAPI docs rule: what the data says",
     ]
     return Table(header, rows)
@@ -182,44 +198,10 @@ def style_table(agg: pd.DataFrame, verdicts: list[Verdict]) -> Table:
             if s not in at.index:
                 cells.append("-")
                 continue
-            text = f"{_rate(at.loc[s, 'rps'])} (p99 {_ms(at.loc[s, 'p99_ms'])})"
+            text = f"{rate(at.loc[s, 'rps'])} (p99 {ms(at.loc[s, 'p99_ms'])})"
             cells.append(f"**{text}**" if s in v.winners else text)
         rows.append([f"`{v.scenario}`", str(v.users), *cells])
     return Table(["scenario", "users", *[label(s) for s in styles]], rows)
-
-
-MECHANISM_LABELS: dict[str, str] = {
-    "server_cpu_pct": "server CPU %",
-    "loop_lag_p99_ms": "loop lag p99 ms",
-    "threadpool_peak_in_use": "threadpool peak in use",
-    "threadpool_peak_waiting": "threadpool peak waiting",
-    "http_pool_peak_waiting": "HTTP pool peak waiting",
-    "db_pool_peak_checked_out": "DB pool peak checked out",
-}
-
-
-def mechanism_blocks(agg: pd.DataFrame, verdicts: list[Verdict]) -> list[Block]:
-    """What the server reported at each verdict's load (CPU, loop lag, pools), if recorded."""
-    columns = [c for c in MECHANISM if c in agg and agg[c].notna().any()]
-    if not columns:
-        return []
-    rows = []
-    for v in verdicts:
-        if v.users is None:
-            continue
-        at = at_users(agg, v.scenario, v.users)
-        for style in ordered(at.index):
-            values = [at.loc[style, c] for c in columns]
-            rows.append([f"`{v.scenario}`", str(v.users), label(style), *map(_number, values)])
-    return [
-        Heading("Why: what the server saw at the compared load"),
-        Paragraph(
-            "Medians over valid repeats of the server's own measurements. High loop lag means "
-            "something blocked the event loop; threadpool waiting at the token limit means `def` "
-            "ran out of threads; pool waiting means requests queued for a connection."
-        ),
-        Table(["scenario", "users", "style", *[MECHANISM_LABELS[c] for c in columns]], rows),
-    ]
 
 
 def manifest_blocks(manifest: dict[str, Any]) -> list[Block]:
@@ -358,21 +340,3 @@ def _distinct(values: pd.Series, unit: str, none: str = "not recorded") -> str:
     if not present:
         return none
     return ", ".join(f"{x:g}{unit}" for x in present)
-
-
-def _number(x: float) -> str:
-    if pd.isna(x):
-        return "-"
-    return f"{x:,.0f}" if abs(x) >= 10 else f"{x:.2g}"
-
-
-def _rate(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    return f"{x:,.0f}/s" if x >= 10 else f"{x:.1f}/s"
-
-
-def _ms(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    return f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"

@@ -38,11 +38,14 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     *_cols("float", "loadgen_cpu_pct upstream_cpu_pct server_cpu_pct"),
     *_cols("float", "duration_s warmup_s upstream_latency_ms"),
     *_cols("str", "invalid_reason reason"),
-    # Mechanism columns scraped from the servers' /metrics (loadtests.scrape), when present.
+    # Mechanism columns scraped from the servers' /metrics (loadtests.scrape) and Server-Timing.
+    # Not flagged when absent: runs from before issue 5 lack them, and the report's why column
+    # and mechanism charts already say "not recorded" or stay out.
     *_cols(
         "float",
         "loop_lag_max_ms loop_lag_p99_ms threadpool_peak_in_use threadpool_peak_waiting "
-        "http_pool_peak_active http_pool_peak_waiting db_pool_peak_checked_out server_rss_peak_mb",
+        "http_pool_peak_active http_pool_peak_waiting db_pool_peak_checked_out server_rss_peak_mb "
+        "overhead_p50_ms overhead_p99_ms",
         contract=False,
     ),
 )
@@ -51,9 +54,20 @@ REQUESTS_COLUMNS: tuple[Column, ...] = (
     Column("kind", "str", required=True, nullable=False),
     Column("latency_ms", "float", required=True, nullable=False),
     Column("ok", "bool", required=True, nullable=False),
+    # The server's Server-Timing, on proxy and DB routes only.
+    *_cols("float", "app_ms upstream_ms db_ms"),
+)
+
+METRICS_COLUMNS: tuple[Column, ...] = (
+    Column("ts", "float", required=True, nullable=False),
+    Column("metric", "str", required=True, nullable=False),
+    Column("labels", "str", required=True),
+    Column("value", "float", required=True, nullable=False),
 )
 
 # One row per cell x repeat: these identify a row of summary.csv.
 CELL_KEY: tuple[str, ...] = ("scenario", "variant", "client", "users", "repeat")
+# A threadpool sweep runs the same cell at several token counts (`__t<tokens>` in the cell id).
+SWEEP_KEY: str = "threadpool_tokens"
 
 STATUSES: frozenset[str] = frozenset({"ok", "failed"})

@@ -25,21 +25,30 @@ METRICS: tuple[str, ...] = (
     "loop_lag_max_ms",
     "threadpool_peak_in_use",
     "threadpool_peak_waiting",
+    "http_pool_peak_active",
     "http_pool_peak_waiting",
     "db_pool_peak_checked_out",
+    "server_rss_peak_mb",
+    "overhead_p50_ms",
+    "overhead_p99_ms",
 )
 # Why a style behaves as it does: what the server itself reported, when the run scraped it.
 MECHANISM: tuple[str, ...] = (
     "server_cpu_pct",
+    "loop_lag_max_ms",
     "loop_lag_p99_ms",
     "threadpool_peak_in_use",
     "threadpool_peak_waiting",
     "http_pool_peak_waiting",
     "db_pool_peak_checked_out",
+    "overhead_p99_ms",
 )
 GROUP: tuple[str, ...] = ("scenario", "style", "users")
 # Settings constant within a cell; the first repeat's value stands for the cell.
 CELL_SETTINGS: tuple[str, ...] = ("variant", "client", "threadpool_tokens", "upstream_latency_ms")
+# anyio's default limiter: what an untuned FastAPI app runs `def` endpoints with. In a token
+# sweep, the verdicts and charts per users use this count (the sweep gets its own chart).
+DEFAULT_TOKENS = 40
 
 
 class MissingColumnError(KeyError):
@@ -71,10 +80,35 @@ def excluded(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[(summary["status"] != "ok") | ~summary["valid"].astype(bool)]
 
 
+def reference_tokens(tokens: pd.Series) -> int | None:
+    """The token count a sweep's verdicts use: anyio's default if run, else the most common."""
+    present = tokens.dropna().astype(int)
+    if present.empty:
+        return None
+    if DEFAULT_TOKENS in set(present):
+        return DEFAULT_TOKENS
+    counts = present.value_counts()
+    return int(min(counts[counts == counts.max()].index))
+
+
+def at_reference_tokens(summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a token sweep at the reference count only; other runs are returned unchanged."""
+    if "threadpool_tokens" not in summary or summary["threadpool_tokens"].nunique() <= 1:
+        return summary
+    keep = pd.Series(True, index=summary.index)
+    # Per scenario x style: a style run at one count only (e.g. `async`) keeps its rows.
+    for _, part in summary.groupby(["scenario", "style"], sort=False):
+        tokens = part["threadpool_tokens"]
+        if tokens.nunique() > 1:
+            at_ref = tokens.isna() | (tokens == reference_tokens(tokens))
+            keep[part.index] = at_ref.to_numpy(dtype=bool, na_value=True)
+    return summary[keep]
+
+
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     """Median and min-max spread over the valid repeats of each scenario x style x users."""
     require_columns(summary, [*GROUP, "rps", "p50_ms", "p99_ms"], "summary")
-    rows = usable(summary)
+    rows = at_reference_tokens(usable(summary))
     metrics = [m for m in METRICS if m in rows.columns]
     named: dict[str, tuple[str, str]] = {}
     for m in metrics:

@@ -44,8 +44,16 @@ SUMMARY_HEADER = (
     "invalid_reason status reason cell_id duration_s warmup_s threadpool_tokens "
     "upstream_latency_ms loop_lag_max_ms loop_lag_p99_ms threadpool_peak_in_use "
     "threadpool_peak_waiting http_pool_peak_active http_pool_peak_waiting "
-    "db_pool_peak_checked_out server_rss_peak_mb"
+    "db_pool_peak_checked_out server_rss_peak_mb overhead_p50_ms overhead_p99_ms"
 ).split()
+# Cells whose metrics.csv the fixture writes; the others have none, as a run from before issue 5.
+METRICS_CELLS = frozenset(
+    f"chat__{variant}-httpx__u200__r1" for variant in ("sync", "async", "blocking")
+)
+T0 = 1.7e9  # a cell's first scrape; the measured window is T0 + 3 .. T0 + 13
+SWEEP_TOKENS = (10, 40, 100, 400)
+MECHANISM_COLUMNS = SUMMARY_HEADER[SUMMARY_HEADER.index("loop_lag_max_ms") :] + ["server_cpu_pct"]
+SWEEP_USERS = (50, 200)
 SECRET = "sk-fixture-secret"
 
 
@@ -58,11 +66,14 @@ class Cell:
     client: str
     users: int
     repeat: int
+    # Set in a threadpool sweep only: the cell id then carries `__t<tokens>`.
+    tokens: int | None = None
 
     @property
     def cell_id(self) -> str:
         client = "none" if self.client == "-" else self.client
-        return f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}__r{self.repeat}"
+        swept = "" if self.tokens is None else f"__t{self.tokens:03d}"
+        return f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}{swept}__r{self.repeat}"
 
     @property
     def io(self) -> bool:
@@ -116,7 +127,7 @@ def summary_row(cell: Cell) -> dict[str, object]:
         cell_id=cell.cell_id,
         duration_s=10.0,
         warmup_s=3.0,
-        threadpool_tokens=TOKENS,
+        threadpool_tokens=cell.tokens or TOKENS,
         upstream_latency_ms=CHAT_LATENCY_MS if cell.io else "",
     )
     blocked = cell.variant == "blocking" and cell.io
@@ -129,6 +140,11 @@ def summary_row(cell: Cell) -> dict[str, object]:
         http_pool_peak_waiting=max(cell.users - 100, 0) if cell.io else "",
         server_rss_peak_mb=80.5,
     )
+    if cell.io:
+        # `def` queues for a thread beyond the token count; the others add well under 1 ms.
+        queued = max(cell.users - TOKENS, 0) * 0.2 if cell.variant == "sync" else 0.0
+        base = {"sync": 1.5, "async": 0.8, "blocking": 0.4}[cell.variant]
+        row.update(overhead_p50_ms=base + queued / 2, overhead_p99_ms=base * 3 + queued)
     if cell.scenario == "chat_stream":
         ttft = 50.0 if cell.variant != "blocking" else 50.0 * cell.users
         row.update(ttft_p50_ms=ttft, ttft_p99_ms=ttft * 2, itl_p50_ms=10.5, itl_p99_ms=25.0)
@@ -147,6 +163,38 @@ def summary_row(cell: Cell) -> dict[str, object]:
             reason="server did not answer /health within 30 s",
         )
     return row
+
+
+def write_metrics(path: Path, variant: str, users: int) -> None:
+    """A metrics.csv shaped like loadtests.scrape writes it: 15 scrapes, one a second."""
+    rows: list[tuple[float, str, str, float]] = []
+    for i in range(15):
+        ts = T0 + 1 + i
+        loaded = 3 <= i <= 12  # the window; load ramps up before and drains after
+        busy = users if loaded else (users // 4 if i < 3 else 0)
+        if variant == "sync":
+            in_use, waiting = min(busy, TOKENS), max(busy - TOKENS - (i % 3) * 7, 0)
+        else:
+            in_use, waiting = 0, 0
+        lag = CHAT_LATENCY_MS * (1 + i % 2) if variant == "blocking" and busy else 3.0
+        rows += [
+            (ts, "lab_threadpool_tokens_total", "", float(TOKENS)),
+            (ts, "lab_threadpool_tokens_in_use", "", float(in_use)),
+            (ts, "lab_threadpool_waiting", "", float(waiting)),
+            (ts, "lab_event_loop_lag_max_seconds", "", lag / 1000),
+            (ts, "lab_event_loop_lag_seconds_bucket", "le=0.01", float(i * 90)),
+            (ts, "lab_event_loop_lag_seconds_bucket", "le=+Inf", float(i * 100)),
+            (ts, "lab_http_pool_connections", "state=active", float(min(busy, 100))),
+            (ts, "lab_http_pool_connections", "state=waiting", float(max(busy - 100, 0))),
+            (ts, "process_cpu_seconds_total", "", 0.6 * i),
+            (ts, "process_resident_memory_bytes", "", 80.5 * 2**20),
+            (ts, "cpu_seconds_total", "process=loadgen", 0.55 * i),
+            (ts, "cpu_seconds_total", "process=server", 0.6 * i),
+        ]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ts", "metric", "labels", "value"])
+        writer.writerows((f"{ts:.3f}", m, lab, repr(v)) for ts, m, lab, v in rows)
 
 
 def write_requests(path: Path, row: dict[str, object], rng: np.random.Generator) -> None:
@@ -215,7 +263,57 @@ def write_run(root: Path, *, raw: bool = True, seed: int = 7) -> Path:
     for row in rows:
         cell_dir = run / str(row["cell_id"])
         cell_dir.mkdir()
-        (cell_dir / "cell.json").write_text(json.dumps({"cell_id": row["cell_id"]}))
+        cell = {"cell_id": row["cell_id"], "window_start": T0 + 3, "window_end": T0 + 13}
+        (cell_dir / "cell.json").write_text(json.dumps(cell))
         if raw and row["status"] == "ok":
             write_requests(cell_dir / "requests.csv", row, rng)
+        if row["cell_id"] in METRICS_CELLS:
+            write_metrics(cell_dir / "metrics.csv", str(row["variant"]), int(str(row["users"])))
+    return run
+
+
+def sweep_rps(variant: str, users: int, tokens: int) -> float:
+    """`def` grows with tokens up to users / latency, minus a contention cost of many threads."""
+    ideal = users / (CHAT_LATENCY_MS / 1000)
+    if variant == "async":
+        return 0.9 * ideal
+    return min(0.95 * ideal, tokens / (CHAT_LATENCY_MS / 1000) * 0.95) / (1 + tokens / 800)
+
+
+def write_sweep_run(root: Path, *, mechanism: bool = True) -> Path:
+    """A token-sweep run: `chat`, `sync` at SWEEP_TOKENS, `async` at the default tokens only."""
+    run = root / "sweep-run"
+    run.mkdir(parents=True)
+    cells = [
+        Cell("chat", "sync", "httpx", u, r, t)
+        for t in SWEEP_TOKENS
+        for u in SWEEP_USERS
+        for r in REPEATS
+    ] + [Cell("chat", "async", "httpx", u, r, TOKENS) for u in SWEEP_USERS for r in REPEATS]
+    rows = []
+    for cell in cells:
+        row = summary_row(cell)
+        tokens = cell.tokens or TOKENS
+        rps = sweep_rps(cell.variant, cell.users, tokens) * (0.98 if cell.repeat == 1 else 1.02)
+        mean_ms = cell.users / rps * 1000
+        busy = cell.variant == "sync"
+        row.update(
+            rps=round(rps, 2),
+            p50_ms=round(mean_ms * 0.95, 2),
+            p99_ms=round(mean_ms * 2, 2),
+            threadpool_peak_in_use=min(cell.users, tokens) if busy else 0,
+            threadpool_peak_waiting=max(cell.users - tokens, 0) if busy else 0,
+        )
+        if not mechanism:
+            # As a run from before /metrics: no mechanism charts, the why column says so.
+            row.update(dict.fromkeys(MECHANISM_COLUMNS, ""))
+        rows.append(row)
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = {**MANIFEST, "run_id": "sweep-run", "matrix": {"threadpool_tokens": SWEEP_TOKENS}}
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for row in rows:
+        (run / str(row["cell_id"])).mkdir()
     return run

@@ -20,7 +20,7 @@ from analysis.load import load_run  # noqa: E402
 from analysis.report import write_report  # noqa: E402
 from analysis.transform import MissingColumnError, aggregate, excluded, scenarios  # noqa: E402
 from analysis.verdict import compute_verdicts  # noqa: E402
-from tests.analysis_fixtures import SECRET, write_run  # noqa: E402
+from tests.analysis_fixtures import MECHANISM_COLUMNS, SECRET, write_run  # noqa: E402
 
 EXPECTED_CHARTS = {
     "overview.png",
@@ -32,6 +32,9 @@ EXPECTED_CHARTS = {
     "chat_stream_tokens.png",
     "mixed_probe.png",
     *(f"{s}_loop_lag.png" for s in ("hello", "chat", "chat_stream", "cpu", "mixed")),
+    *(f"{s}_cpu.png" for s in ("hello", "chat", "chat_stream", "cpu", "mixed")),
+    *(f"{s}_overhead.png" for s in ("chat", "chat_stream", "mixed")),
+    "chat_threadpool.png",
 }
 
 
@@ -112,6 +115,11 @@ def test_html_report_embeds_every_chart_and_the_verdict_table(reported: Path) ->
     assert "2026-11-28 12:00:00 UTC" in page  # epoch start shown as a date
     assert SECRET not in page  # the API key in server_settings is never printed
     assert "<th>loop lag p99 ms</th>" in page  # the mechanism table
+    assert "<th>why (mechanism seen in the server)</th>" in page
+    assert "<code>blocking</code>: loop blocked (max lag 300 ms, p99 200 ms)" in page
+    assert "<code>sync</code>: threadpool saturated (40/40 tokens, 160 waiting)" in page
+    # The closing note: chat at its highest load, every style's lag, waiters and overhead.
+    assert "In short, <code>chat</code> at 200 users: <code>sync</code> max loop lag 4.0 ms" in page
 
 
 def test_markdown_report_links_every_chart(reported: Path) -> None:
@@ -124,8 +132,9 @@ def test_markdown_report_links_every_chart(reported: Path) -> None:
 
 def test_report_without_raw_files_skips_the_distribution(tmp_path: Path) -> None:
     run = write_run(tmp_path, raw=False)
-    # One scenario is enough here and keeps the test fast.
+    # One scenario, without the mechanism columns and their charts, keeps the test fast.
     frame = pd.read_csv(run / "summary.csv", dtype=str, keep_default_na=False)
+    frame[MECHANISM_COLUMNS] = ""
     frame[frame["scenario"] == "mixed"].to_csv(run / "summary.csv", index=False)
     files = write_report(run)
     names = {p.name for p in files.charts}

@@ -1,0 +1,114 @@
+"""The report's mechanism parts: the why column, what the server saw, and the token sweep."""
+
+import pandas as pd
+
+from analysis.charts import Rendered
+from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
+from analysis.fmt import ms_or_missing, number
+from analysis.load import Run
+from analysis.styles import label, ordered
+from analysis.sweep import aggregate_sweep, gap_text, gaps, sweep_scenarios
+from analysis.transform import DEFAULT_TOKENS, MECHANISM, at_users
+from analysis.verdict import Verdict
+from analysis.why import NOTHING, Limits, explain, thresholds_text
+
+
+def why_column(agg: pd.DataFrame, verdicts: list[Verdict], limits: Limits) -> dict[str, str]:
+    """Per scenario, the mechanism the losing (and blocking) styles show at the verdict's load."""
+    recorded = [c for c in MECHANISM if c in agg and agg[c].notna().any()]
+    out: dict[str, str] = {}
+    for v in verdicts:
+        if v.users is None:
+            out[v.scenario] = "n/a"
+            continue
+        at = at_users(agg, v.scenario, v.users)
+        # No measurement at all is "not recorded", not "nothing crossed a threshold".
+        if not recorded or at[recorded].isna().all().all():
+            out[v.scenario] = "not recorded"
+            continue
+        out[v.scenario] = explain(at, v.winners, limits)
+        scraped = [c for c in recorded if c != "server_cpu_pct"]
+        if out[v.scenario] == NOTHING and (not scraped or at[scraped].isna().all().all()):
+            # A run from before /metrics: "nothing seen" would overstate what was looked at.
+            out[v.scenario] += " (only server CPU recorded)"
+    return out
+
+
+MECHANISM_LABELS: dict[str, str] = {
+    "server_cpu_pct": "server CPU %",
+    "loop_lag_max_ms": "loop lag max ms",
+    "loop_lag_p99_ms": "loop lag p99 ms",
+    "threadpool_peak_in_use": "threadpool peak in use",
+    "threadpool_peak_waiting": "threadpool peak waiting",
+    "http_pool_peak_waiting": "HTTP pool peak waiting",
+    "db_pool_peak_checked_out": "DB pool peak checked out",
+    "overhead_p99_ms": "overhead p99 ms",
+}
+# The issue's closing note: at `chat`'s highest load, what each style's server saw.
+CLOSING_SCENARIO = "chat"
+
+
+def mechanism_blocks(agg: pd.DataFrame, verdicts: list[Verdict]) -> list[Block]:
+    """What the server reported at each verdict's load (CPU, loop lag, pools), if recorded."""
+    columns = [c for c in MECHANISM if c in agg and agg[c].notna().any()]
+    if not columns:
+        return []
+    rows = []
+    for v in verdicts:
+        if v.users is None:
+            continue
+        at = at_users(agg, v.scenario, v.users)
+        for style in ordered(at.index):
+            values = [at.loc[style, c] for c in columns]
+            rows.append([f"`{v.scenario}`", str(v.users), label(style), *map(number, values)])
+    return [
+        Heading("Why: what the server saw at the compared load"),
+        Paragraph(
+            "Medians over valid repeats of the server's own measurements. High loop lag means "
+            "something blocked the event loop; threadpool waiting at the token limit means `def` "
+            "ran out of threads; pool waiting means requests queued for a connection."
+        ),
+        Table(["scenario", "users", "style", *[MECHANISM_LABELS[c] for c in columns]], rows),
+        Paragraph(f"Thresholds of the verdict table's why column: {thresholds_text()}."),
+        *closing_note(agg, verdicts),
+    ]
+
+
+def closing_note(agg: pd.DataFrame, verdicts: list[Verdict]) -> list[Block]:
+    """For `chat` at its compared load: each style's max loop lag, threadpool waiters, overhead."""
+    v = next((v for v in verdicts if v.scenario == CLOSING_SCENARIO and v.users), None)
+    if v is None or v.users is None:
+        return []
+    at = at_users(agg, v.scenario, v.users)
+    parts = []
+    for style in ordered(at.index):
+        row = at.loc[style]
+        parts.append(
+            f"`{style}` max loop lag {ms_or_missing(row.get('loop_lag_max_ms'))}, "
+            f"peak threadpool waiters {number(row.get('threadpool_peak_waiting', float('nan')))}, "
+            f"overhead p99 {ms_or_missing(row.get('overhead_p99_ms'))}"
+        )
+    return [Paragraph(f"In short, `{v.scenario}` at {v.users} users: " + "; ".join(parts) + ".")]
+
+
+def sweep_blocks(run: Run, rendered: Rendered) -> list[Block]:
+    """The threadpool sweep section: how much of `def`'s gap is the default of 40 tokens."""
+    names = sweep_scenarios(run.summary)
+    if not names:
+        return []
+    sweep = aggregate_sweep(run.summary)
+    blocks: list[Block] = [
+        Heading(f"Threadpool sweep: how much of `def`'s gap is the default of {DEFAULT_TOKENS}"),
+        Paragraph(
+            "`def` endpoints run in anyio's threadpool, which allows "
+            f"{DEFAULT_TOKENS} threads by default: with more users than tokens, requests queue "
+            "for a thread. This run repeated `sync` at several token counts; the verdicts above "
+            f"use {DEFAULT_TOKENS} tokens (or the most common count). Medians over valid repeats."
+        ),
+    ]
+    for s in names:
+        texts = [gap_text(g) for g in gaps(sweep, s)]
+        if texts:
+            blocks.append(Bullets([f"`{s}`: {t}" for t in texts]))
+    blocks += [Image(c.path, c.title, c.caption) for c in rendered.sweep]
+    return blocks

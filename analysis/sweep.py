@@ -1,0 +1,131 @@
+"""The threadpool sweep: `sync` at several token counts, and how much of its gap that closes."""
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.fmt import ms, rate
+from analysis.transform import DEFAULT_TOKENS, reference_tokens, require_columns, usable
+
+SWEPT = "sync"  # only `def` endpoints run in anyio's threadpool
+REFERENCE = "async"
+SWEEP_METRICS: tuple[str, ...] = ("rps", "p99_ms")
+SWEEP_GROUP: tuple[str, ...] = ("scenario", "style", "users", "threadpool_tokens")
+
+
+def sweep_scenarios(summary: pd.DataFrame) -> list[str]:
+    """Scenarios whose valid `sync` cells ran at more than one token count."""
+    if "threadpool_tokens" not in summary:
+        return []
+    rows = usable(summary)
+    rows = rows[rows["style"] == SWEPT]
+    counts = rows.groupby("scenario")["threadpool_tokens"].nunique()
+    return sorted(str(s) for s in counts[counts > 1].index)
+
+
+def aggregate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
+    """Median and min-max of throughput and p99 per scenario x style x users x tokens."""
+    require_columns(summary, [*SWEEP_GROUP, *SWEEP_METRICS], "summary")
+    rows = usable(summary)
+    rows = rows[rows["scenario"].isin(sweep_scenarios(summary)) & rows["threadpool_tokens"].notna()]
+    named = {
+        f"{m}{suffix}": (m, how)
+        for m in SWEEP_METRICS
+        for suffix, how in (("", "median"), ("_lo", "min"), ("_hi", "max"))
+    }
+    if rows.empty:
+        return pd.DataFrame(columns=[*SWEEP_GROUP, *named])
+    rows = rows.astype({"threadpool_tokens": int})
+    out = rows.groupby(list(SWEEP_GROUP), sort=True).agg(**named).reset_index()
+    return out.sort_values(list(SWEEP_GROUP), kind="stable").reset_index(drop=True)
+
+
+def reference_row(sweep: pd.DataFrame, scenario: str, users: int) -> pd.Series | None:
+    """The `async` row at the same users (at the reference tokens if it was swept too)."""
+    rows = sweep[
+        (sweep["scenario"] == scenario) & (sweep["style"] == REFERENCE) & (sweep["users"] == users)
+    ]
+    if rows.empty:
+        return None
+    tokens = reference_tokens(rows["threadpool_tokens"])
+    return rows[rows["threadpool_tokens"] == tokens].iloc[0]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """At one load: `def` at the default tokens, at its best token count, and `async def`."""
+
+    scenario: str
+    users: int
+    default_tokens: int
+    default_rps: float
+    default_p99: float
+    best_tokens: int
+    best_rps: float
+    best_p99: float
+    async_rps: float | None
+    async_p99: float | None
+
+    @property
+    def closed(self) -> float | None:
+        """The share of `def`'s throughput gap to `async def` that more tokens closed."""
+        if self.async_rps is None or self.async_rps <= self.default_rps:
+            return None
+        return (self.best_rps - self.default_rps) / (self.async_rps - self.default_rps)
+
+
+def gaps(sweep: pd.DataFrame, scenario: str) -> list[Gap]:
+    """One Gap per user level of a swept scenario, lowest load first."""
+    rows = sweep[(sweep["scenario"] == scenario) & (sweep["style"] == SWEPT)]
+    out = []
+    for users, part in rows.groupby("users", sort=True):
+        if part["threadpool_tokens"].nunique() < 2:
+            continue
+        part = part.set_index("threadpool_tokens")
+        default = reference_tokens(pd.Series(part.index))
+        best = int(part["rps"].idxmax())
+        ref = reference_row(sweep, scenario, int(users))
+        out.append(
+            Gap(
+                scenario=scenario,
+                users=int(users),
+                default_tokens=int(default or DEFAULT_TOKENS),
+                default_rps=float(part.loc[default, "rps"]),
+                default_p99=float(part.loc[default, "p99_ms"]),
+                best_tokens=best,
+                best_rps=float(part.loc[best, "rps"]),
+                best_p99=float(part.loc[best, "p99_ms"]),
+                async_rps=None if ref is None else float(ref["rps"]),
+                async_p99=None if ref is None else float(ref["p99_ms"]),
+            )
+        )
+    return out
+
+
+def gap_text(gap: Gap) -> str:
+    """One sentence: what raising the tokens did for `def`, against `async def`."""
+    head = (
+        f"at {gap.users} users, `def` with {gap.default_tokens} tokens: {rate(gap.default_rps)} "
+        f"(p99 {ms(gap.default_p99)})"
+    )
+    if gap.best_tokens == gap.default_tokens:
+        best = "; no other token count did better"
+    else:
+        best = (
+            f"; best at {gap.best_tokens} tokens: {rate(gap.best_rps)} (p99 {ms(gap.best_p99)}, "
+            f"x{gap.best_rps / gap.default_rps:.2f} the throughput)"
+        )
+    if gap.async_rps is None:
+        return f"{head}{best}; no `async def` cell at this load to compare with."
+    ref = f"; `async def`: {rate(gap.async_rps)} (p99 {ms(gap.async_p99 or math.nan)})"
+    closed = gap.closed
+    if closed is None:
+        tail = f". `def` at {gap.default_tokens} tokens is not behind `async def` here."
+    elif closed >= 1:
+        tail = ". More tokens close the whole gap: the default is all of it."
+    else:
+        tail = (
+            f". The default of {gap.default_tokens} accounts for {max(closed, 0):.0%} of the gap."
+        )
+    return head + best + ref + tail
