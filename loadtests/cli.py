@@ -1,0 +1,154 @@
+"""`python -m loadtests`: run a benchmark matrix and leave a results folder (results/README.md)."""
+
+import argparse
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from loadtests.matrix import MatrixSpec
+from loadtests.process import Pinning
+from loadtests.runner import RunContext, cell_command, plan_cells, run_matrix
+
+
+def _csv(kind: type) -> Any:
+    return lambda text: [kind(x) for x in text.split(",") if x]
+
+
+# CLI name -> (MatrixSpec field, type, help); None means "keep the matrix file's value".
+OVERRIDES: dict[str, tuple[str, Any, str]] = {
+    "scenarios": ("scenarios", _csv(str), "comma-separated scenarios"),
+    "variants": ("variants", _csv(str), "comma-separated server variants"),
+    "async-clients": ("async_clients", _csv(str), "HTTP clients of the async variant"),
+    "users": ("users", _csv(int), "comma-separated user levels"),
+    "duration": ("duration_s", float, "measured seconds per cell"),
+    "warmup": ("warmup_s", float, "warm-up seconds per cell, excluded from the numbers"),
+    "repeats": ("repeats", int, "passes over the matrix (interleaved)"),
+    "spawn-rate": ("spawn_rate", float, "users started per second"),
+    "grace": ("grace_s", float, "bound on the wait for in-flight requests after the window"),
+    "ttft-ms": ("ttft_ms", float, "upstream time to first token"),
+    "itl-ms": ("itl_ms", float, "upstream inter-token latency"),
+    "chat-tokens": ("chat_tokens", int, "output tokens of chat / mixed"),
+    "stream-tokens": ("stream_tokens", int, "output tokens of chat_stream"),
+    "cpu-ms": ("cpu_ms", int, "CPU milliseconds per /cpu request"),
+    "threadpool-tokens": (
+        "threadpool_tokens",
+        _csv(int),
+        "anyio thread tokens in the server (several: a sweep)",
+    ),
+}
+
+
+@dataclass
+class BenchOptions:
+    """Everything `python -m loadtests` accepts."""
+
+    out: Path
+    matrix: Path | None = None
+    resume: bool = False
+    dry_run: bool = False
+    locust_processes: int = 1
+    target: str | None = None
+    overrides: dict[str, Any] | None = None
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        """Add the options to `parser`."""
+        parser.add_argument("--matrix", type=Path, help="matrix TOML (default: built-in)")
+        parser.add_argument("--out", type=Path, required=True, help="results/<run-id>")
+        parser.add_argument("--resume", action="store_true", help="skip cells already done")
+        parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+        parser.add_argument(
+            "--locust-processes", type=int, default=1, help="Locust --processes (distributed)"
+        )
+        parser.add_argument(
+            "--target", help="benchmark this already-running server URL (no local server)"
+        )
+        group = parser.add_argument_group("matrix overrides")
+        for name, (_, kind, help_) in OVERRIDES.items():
+            group.add_argument(f"--{name}", type=kind, help=help_)
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> "BenchOptions":
+        """Build the options from parsed arguments."""
+        overrides = {
+            dest: getattr(args, name.replace("-", "_")) for name, (dest, _, _) in OVERRIDES.items()
+        }
+        return cls(
+            out=args.out,
+            matrix=args.matrix,
+            resume=args.resume,
+            dry_run=args.dry_run,
+            locust_processes=args.locust_processes,
+            target=args.target.rstrip("/") if args.target else None,
+            overrides=overrides,
+        )
+
+    def spec(self) -> MatrixSpec:
+        """The matrix file with the CLI overrides applied."""
+        overrides = self.overrides or {}
+        if self.matrix is None:
+            return MatrixSpec().with_overrides(**overrides)
+        return MatrixSpec.from_toml(self.matrix, **overrides)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the same path as Ctrl-C: every child is killed, finished cells are kept.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, print the plan and estimate, run the matrix."""
+    parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__)
+    BenchOptions.add_cli_args(parser)
+    options = BenchOptions.from_cli_args(parser.parse_args(argv))
+    try:
+        spec = options.spec()
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    console = Console(highlight=False)
+    done_before = list(options.out.glob("*/cell.json")) if options.out.exists() else []
+    if done_before and not options.resume and not options.dry_run:
+        parser.error(f"{options.out} already holds {len(done_before)} cells: use --resume")
+    ctx = RunContext(
+        out=options.out,
+        pinning=Pinning.plan(),
+        target=options.target,
+        locust_processes=options.locust_processes,
+    )
+    cells, todo = plan_cells(spec, options.out, options.resume)
+    minutes = spec.estimate_s(todo) / 60
+    console.print(
+        f"{len(todo)} of {len(cells)} cells to run, estimated {minutes:.1f} min; "
+        f"pinning server={ctx.pinning.server} load={ctx.pinning.load}; results in {options.out}",
+        soft_wrap=True,
+    )
+    if options.dry_run:
+        for cell in todo:
+            host = options.target or "http://127.0.0.1:<port>"
+            cmd = " ".join(cell_command(cell, spec, ctx, host))
+            eta = spec.cell_seconds(cell)
+            console.print(f"{cell.cell_id} ~{eta:.0f}s\n  {cmd}", soft_wrap=True)
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        docs = run_matrix(spec, ctx, resume=options.resume, console=console)
+    except KeyboardInterrupt:
+        console.print(f"[red]interrupted[/]: finished cells kept in {options.out} (--resume)")
+        return 130
+    failed = sum(d["status"] != "ok" for d in docs)
+    invalid = sum(d["status"] == "ok" and not d["valid"] for d in docs)
+    console.print(
+        f"done: {len(docs)} cells, {failed} failed, {invalid} invalid; "
+        f"{options.out / 'summary.csv'}",
+        soft_wrap=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""manifest.json: what was run, on what, with which versions and settings, and when."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadtests.matrix import Cell, MatrixSpec
+    from loadtests.runner import RunContext
+
+PACKAGES = (
+    "fastapi starlette uvicorn uvloop httptools httpx httpcore aiohttp anyio sqlalchemy "
+    "aiosqlite pydantic pydantic-settings locust gevent geventhttpclient numpy pandas psutil"
+).split()
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=30, cwd=REPO, env=env, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_info() -> dict[str, Any]:
+    """Commit and whether the working tree had uncommitted changes."""
+    status = _run(["git", "status", "--porcelain"])
+    return {"commit": _run(["git", "rev-parse", "HEAD"]), "dirty": bool(status)}
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape the numbers."""
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and count, OS, load average."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "loadavg": os.getloadavg(),
+        "python": sys.version,
+    }
+
+
+def server_settings(python: str, env: dict[str, str]) -> Any:
+    """`python -m servers settings` with the run's environment (the servers' effective defaults)."""
+    text = _run([python, "-m", "servers", "settings"], env={**os.environ, **env})
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return text
+
+
+def start(
+    ctx: "RunContext", spec: "MatrixSpec", cells: "list[Cell]", todo: "list[Cell]"
+) -> dict[str, Any]:
+    """Write manifest.json at the start of a run (a resumed run appends a session)."""
+    path = ctx.out / "manifest.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    session = {
+        "start": time.time(),
+        "end": None,
+        "argv": sys.argv,
+        "cells_planned": len(todo),
+        "estimate_s": round(spec.estimate_s(todo)),
+    }
+    doc = {
+        "run_id": ctx.out.name,
+        "start": previous.get("start", session["start"]),
+        "end": None,
+        "git": git_info(),
+        "versions": versions(),
+        "machine": machine(),
+        "pinning": ctx.pinning.to_dict(),
+        "target": ctx.target,
+        "locust_processes": ctx.locust_processes,
+        "matrix": spec.to_dict(),
+        "cells": [c.cell_id for c in cells],
+        "server_settings": server_settings(
+            ctx.python, {"LAB_THREADPOOL_TOKENS": str(spec.token_levels[0])}
+        ),
+        "sessions": [*previous.get("sessions", []), session],
+    }
+    path.write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def finish(out: Path, doc: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+    """Record the end of the run (also after Ctrl-C)."""
+    now = time.time()
+    doc["end"] = now
+    doc["sessions"][-1].update(
+        end=now,
+        cells_run=len(docs),
+        cells_failed=sum(d["status"] != "ok" for d in docs),
+        cells_invalid=sum(d["status"] == "ok" and not d["valid"] for d in docs),
+    )
+    (out / "manifest.json").write_text(json.dumps(doc, indent=2))

@@ -1,0 +1,212 @@
+"""Child processes of a run: free ports, CPU pinning, servers with a health check, clean kills."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+class ServerError(RuntimeError):
+    """The server did not come up (early exit, health timeout)."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the server under test and the load side (Locust + upstream) may use."""
+
+    server: tuple[int, ...] | None
+    load: tuple[int, ...] | None
+
+    @classmethod
+    def plan(cls, cpus: Sequence[int] | None = None) -> "Pinning":
+        """Server on the last CPU, everything else on the rest; no pinning on one CPU."""
+        cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+        if len(cpus) < 2:
+            return cls(None, None)
+        return cls(server=(cpus[-1],), load=tuple(cpus[:-1]))
+
+    @property
+    def shared_load_core(self) -> bool:
+        """Locust and the upstream compete for one core (the load side's CPU adds up)."""
+        return self.load is None or len(self.load) == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for manifest.json."""
+        return {**asdict(self), "available": sorted(os.sched_getaffinity(0))}
+
+
+def pin(pid: int, cpus: Sequence[int] | None) -> None:
+    """Restrict a process (and the children it forks later) to `cpus`."""
+    if cpus:
+        os.sched_setaffinity(pid, cpus)
+
+
+def kill_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Stop a process started with start_new_session=True and everything it spawned."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Children (Locust workers) may outlive their parent: always sweep the group.
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextmanager
+def spawn(
+    cmd: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cpus: Sequence[int] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `cmd` in its own process group, output to `log_path`; kill the group on exit."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    try:
+        pin(proc.pid, cpus)
+        yield proc
+    finally:
+        kill_group(proc)
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200; raise ServerError if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (code := proc.poll()) is not None:
+            raise ServerError(f"exited with code {code} before becoming healthy")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise ServerError(f"not healthy after {timeout:.0f} s")
+
+
+def server_command(app: str, port: int, python: str) -> list[str]:
+    """The command line of one lab app."""
+    return [python, "-m", "servers", app, "--host", "127.0.0.1", "--port", str(port)]
+
+
+@contextmanager
+def run_server(
+    app: str,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cpus: Sequence[int] | None = None,
+    python: str = "python",
+    cwd: Path | None = None,
+    timeout: float = 30.0,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start `python -m servers <app>` on a free port, wait for /health, yield (process, url)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with spawn(server_command(app, port, python), log_path, env, cpus, cwd) as proc:
+        wait_healthy(proc, f"{url}/health", timeout)
+        yield proc, url
+
+
+def _tree_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of a process and its live children."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass
+class CpuSampler:
+    """Samples the CPU seconds of named processes (with their children) in a thread."""
+
+    interval: float = 0.25
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    _procs: dict[str, psutil.Process] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def watch(self, name: str, pid: int) -> None:
+        """Start sampling process `pid` (and its children) as `name`."""
+        self._procs[name] = psutil.Process(pid)
+        self.samples[name] = []
+        self._sample_one(name)
+
+    def _sample_one(self, name: str) -> None:
+        try:
+            self.samples[name].append((time.time(), _tree_cpu_s(self._procs[name])))
+        except psutil.NoSuchProcess:
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for name in list(self._procs):
+                self._sample_one(name)
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def percent(self, name: str, start: float, end: float) -> float | None:
+        """Mean CPU of `name` between two epoch times, in % of one core (None if unknown)."""
+        inside = [s for s in self.samples.get(name, []) if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
+            return None
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return 100.0 * (c1 - c0) / (t1 - t0)
+
+    def peak(self, name: str, start: float, end: float) -> float | None:
+        """Highest CPU of `name` over one sampling interval inside the window."""
+        inside = [s for s in self.samples.get(name, []) if start <= s[0] <= end]
+        rates = [
+            100.0 * (c1 - c0) / (t1 - t0)
+            for (t0, c0), (t1, c1) in zip(inside, inside[1:], strict=False)
+            if t1 > t0
+        ]
+        return max(rates, default=None)

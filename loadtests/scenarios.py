@@ -1,0 +1,43 @@
+"""The scenarios the lab can run: which locustfile and user classes each one uses.
+
+Plain data, no Locust import: importing locust monkey-patches the orchestrator with gevent.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCUSTFILES = Path(__file__).parent / "locustfiles"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario: a locustfile, its user classes and whether it goes through the upstream."""
+
+    name: str
+    locustfile: str
+    user_classes: tuple[str, ...]
+    proxy: bool = False
+    # Users added on top of the cell's level (mixed: the one /hello probe user).
+    extra_users: int = 0
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the locustfile."""
+        return LOCUSTFILES / self.locustfile
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("hello", "hello.py", ("HelloUser",)),
+        Scenario("chat", "chat.py", ("ChatUser",), proxy=True),
+        Scenario("chat_stream", "chat.py", ("ChatStreamUser",), proxy=True),
+        Scenario("items_read", "items.py", ("ItemsReadUser",)),
+        Scenario("items_write", "items.py", ("ItemsWriteUser",)),
+        Scenario("cpu", "cpu.py", ("CpuUser",)),
+        Scenario("mixed", "mixed.py", ("HeavyChatUser", "ProbeUser"), proxy=True, extra_users=1),
+    )
+}
+
+VARIANTS = ("sync", "async", "blocking")
+CLIENTS = ("httpx", "aiohttp")

@@ -1,0 +1,126 @@
+"""`python -m loadtests` end to end: real uvicorn servers, real mock upstream, real Locust."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loadtests.summary import SUMMARY_COLUMNS
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--scenarios", "chat", "--users", "5", "--warmup", "1", "--duration", "2"]
+TINY += ["--repeats", "1", "--grace", "5"]
+CELL_FILES = {
+    "cell.json",
+    "requests.csv",
+    "metrics.csv",
+    "locust_stats.csv",
+    "locust_stats_history.csv",
+    "locust_failures.csv",
+    "locust_exceptions.csv",
+    "locust.html",
+    "locust.log",
+    "server.log",
+}
+
+
+def bench_env(tmp_path: Path) -> dict[str, str]:
+    """The run's environment, marked by its own TMPDIR so its processes can be found."""
+    marker = tmp_path / "tmpdir"
+    marker.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(marker)}
+
+
+def leftovers(env: dict[str, str]) -> list[str]:
+    """Processes still running with the run's environment (every child inherits it)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("TMPDIR") == env["TMPDIR"]:
+                found.append(" ".join(proc.info["cmdline"] or []))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def bench(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loadtests", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_summary(run: Path) -> list[dict[str, str]]:
+    with open(run / "summary.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == SUMMARY_COLUMNS
+        return list(reader)
+
+
+@pytest.mark.timeout(120)
+def test_tiny_matrix(tmp_path: Path) -> None:
+    run, env = tmp_path / "run", bench_env(tmp_path)
+    proc = bench([*TINY, "--variants", "sync,async", "--out", str(run)], env)
+    out, _ = proc.communicate(timeout=100)
+    assert proc.returncode == 0, out
+    assert leftovers(env) == []
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["git"]["commit"] and manifest["versions"]["locust"]
+    assert manifest["machine"]["cpu_count"] and manifest["end"] >= manifest["start"]
+    assert manifest["server_settings"]["threadpool_tokens"] == 40
+
+    rows = read_summary(run)
+    assert [r["cell_id"] for r in rows] == [
+        "chat__sync-httpx__u005__r1",
+        "chat__async-httpx__u005__r1",
+    ]
+    for row in rows:
+        assert CELL_FILES <= {p.name for p in (run / row["cell_id"]).iterdir()}
+        assert row["status"] == "ok", row["reason"]
+        assert row["failures"] == "0" and row["cut_off"] == "0"
+        # 5 users against a 50 ms upstream: at most 100 req/s, and surely more than 10.
+        assert 10 < float(row["rps"]) <= 110
+        assert 50 <= float(row["p50_ms"]) <= float(row["p99_ms"]) <= float(row["max_ms"])
+        assert row["upstream_latency_ms"] == "50.000"
+        cell = json.loads((run / row["cell_id"] / "cell.json").read_text())
+        assert cell["window_end"] - cell["window_start"] == pytest.approx(2.0)
+        assert cell["cpu"]["server_pct"] is not None
+        # The server's own view: Server-Timing per request, /metrics gauges per cell.
+        assert float(row["overhead_p50_ms"]) >= 0
+        assert row["threadpool_peak_in_use"] != "" and row["server_rss_peak_mb"] != ""
+
+    again = bench([*TINY, "--variants", "sync,async", "--out", str(run), "--resume"], env)
+    out, _ = again.communicate(timeout=60)
+    assert again.returncode == 0 and "0 of 2 cells" in out, out
+
+
+@pytest.mark.timeout(120)
+def test_interrupt_keeps_finished_cells_and_no_process(tmp_path: Path) -> None:
+    run, env = tmp_path / "run", bench_env(tmp_path)
+    proc = bench([*TINY, "--variants", "sync,async,blocking", "--out", str(run)], env)
+    deadline = time.monotonic() + 60
+    while not list(run.glob("*/cell.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)  # into the second cell: its server and Locust are running
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert leftovers(env) == []
+    rows = read_summary(run)
+    assert rows and rows[0]["cell_id"] == "chat__sync-httpx__u005__r1"
+    assert len(rows) < 3
+    assert json.loads((run / "manifest.json").read_text())["end"] is not None

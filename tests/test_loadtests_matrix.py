@@ -1,0 +1,128 @@
+"""Matrix expansion, cell naming, TOML loading and the time estimate: no server."""
+
+from pathlib import Path
+
+import pytest
+
+from loadtests.matrix import CELL_OVERHEAD_S, Cell, MatrixSpec
+from loadtests.scenarios import SCENARIOS
+
+MATRICES = Path(__file__).resolve().parent.parent / "loadtests" / "matrices"
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        pytest.param(
+            Cell("chat", "async", "httpx", 50, 1), "chat__async-httpx__u050__r1", id="proxy"
+        ),
+        pytest.param(
+            Cell("hello", "sync", "-", 1, 2), "hello__sync-none__u001__r2", id="no-client"
+        ),
+        pytest.param(
+            Cell("mixed", "async", "aiohttp", 200, 1),
+            "mixed__async-aiohttp__u200__r1",
+            id="aiohttp",
+        ),
+    ],
+)
+def test_cell_id(cell: Cell, expected: str) -> None:
+    assert cell.cell_id == expected
+
+
+def test_clients_apply_only_to_proxy_scenarios() -> None:
+    spec = MatrixSpec(async_clients=["httpx", "aiohttp"])
+    assert spec.clients_for("chat", "async") == ["httpx", "aiohttp"]
+    assert spec.clients_for("chat_stream", "sync") == ["httpx"]
+    assert spec.clients_for("mixed", "blocking") == ["httpx"]
+    assert spec.clients_for("items_read", "async") == ["-"]
+
+
+def test_expansion_counts_and_interleaved_repeats() -> None:
+    spec = MatrixSpec(
+        scenarios=["hello", "chat"],
+        variants=["sync", "async"],
+        async_clients=["httpx", "aiohttp"],
+        users=[1, 10],
+        repeats=2,
+    )
+    cells = spec.cells()
+    # hello: 2 variants; chat: sync + async x 2 clients = 3; x 2 levels x 2 repeats.
+    assert len(cells) == (2 + 3) * 2 * 2
+    assert len({c.cell_id for c in cells}) == len(cells)
+    # Repeat 2 starts only after every cell of repeat 1.
+    repeats = [c.repeat for c in cells]
+    assert repeats == sorted(repeats)
+    assert cells[: len(cells) // 2] == [
+        Cell(c.scenario, c.variant, c.client, c.users, 1) for c in cells[len(cells) // 2 :]
+    ]
+
+
+def test_toml_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('scenarios = ["chat"]\nusers = [5]\nduration_s = 7\n')
+    spec = MatrixSpec.from_toml(path, users=[1, 2], duration_s=None)
+    assert spec.scenarios == ["chat"]
+    assert spec.users == [1, 2]
+    assert spec.duration_s == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("colour = 1\n", "unknown keys", id="unknown-key"),
+        pytest.param('scenarios = ["nope"]\n', "scenario", id="unknown-scenario"),
+        pytest.param('variants = ["fast"]\n', "variant", id="unknown-variant"),
+        pytest.param("users = [0]\n", "user levels", id="zero-users"),
+        pytest.param("repeats = 0\n", "repeats", id="no-repeats"),
+    ],
+)
+def test_bad_matrix_is_rejected(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        MatrixSpec.from_toml(path)
+
+
+def test_upstream_latency_and_drain() -> None:
+    spec = MatrixSpec(ttft_ms=50, itl_ms=10, chat_tokens=1, stream_tokens=4, grace_s=20)
+    assert spec.upstream_latency_ms("chat") == 50
+    assert spec.upstream_latency_ms("chat_stream") == 80
+    assert spec.upstream_latency_ms("hello") is None
+    assert spec.drain_s(Cell("chat", "async", "httpx", 200, 1)) == pytest.approx(0.05)
+    # The blocking server serves one call at a time: each user waits for all the others.
+    assert spec.drain_s(Cell("chat", "blocking", "httpx", 100, 1)) == pytest.approx(5.0)
+    assert spec.drain_s(Cell("chat_stream", "blocking", "httpx", 400, 1)) == 20  # bounded
+
+
+def test_estimate_adds_cells() -> None:
+    spec = MatrixSpec(
+        scenarios=["hello"], variants=["sync"], users=[1, 2], warmup_s=1, duration_s=2
+    )
+    assert spec.estimate_s() == pytest.approx(2 * (CELL_OVERHEAD_S + 3))
+
+
+def test_default_matrix_covers_the_issue_and_fits_20_minutes() -> None:
+    spec = MatrixSpec.from_toml(MATRICES / "default.toml")
+    assert set(spec.scenarios) == set(SCENARIOS)
+    assert set(spec.variants) == {"sync", "async", "blocking"}
+    assert "aiohttp" in spec.async_clients
+    assert len(spec.users) >= 4 and min(spec.users) == 1 and max(spec.users) == 200
+    assert spec.repeats >= 2
+    assert spec.estimate_s() < 20 * 60
+
+
+def test_quick_matrix_fits_3_minutes() -> None:
+    assert MatrixSpec.from_toml(MATRICES / "quick.toml").estimate_s() < 3 * 60
+
+
+def test_threadpool_token_sweep_names_cells_and_sets_the_server() -> None:
+    spec = MatrixSpec(
+        scenarios=["chat"], variants=["sync"], users=[50], threadpool_tokens=[40, 200]
+    )
+    ids = [c.cell_id for c in spec.cells()]
+    assert ids == ["chat__sync-httpx__u050__t040__r1", "chat__sync-httpx__u050__t200__r1"]
+    assert [spec.tokens_of(c) for c in spec.cells()] == [40, 200]
+    single = MatrixSpec(scenarios=["chat"], variants=["sync"], users=[50], threadpool_tokens=80)
+    assert [c.cell_id for c in single.cells()] == ["chat__sync-httpx__u050__r1"]
+    assert single.tokens_of(single.cells()[0]) == 80
