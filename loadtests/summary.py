@@ -89,7 +89,10 @@ def summarize_requests(rows: pd.DataFrame, start: float, end: float) -> dict[str
     p50, p90, p95, p99, pmax = percentiles(main["latency_ms"], (50, 90, 95, 99, 100))
     ttft = window.loc[(window["kind"] == "ttft") & (window["ok"] == 1), "latency_ms"]
     itl = window.loc[(window["kind"] == "itl") & (window["ok"] == 1), "latency_ms"]
-    probe = window[window["kind"] == "probe"]
+    # A probe asks "how slow was a trivial request while the load ran": count every probe that
+    # was in flight during the window, since behind a blocked loop none may *start* in it.
+    probes = rows[rows["kind"] == "probe"]
+    probe = probes[(probes["ts"] < end) & (probes["ts"] + probes["latency_ms"] / 1000 > start)]
     ttft_p50, ttft_p99 = percentiles(ttft, (50, 99))
     itl_p50, itl_p99 = percentiles(itl, (50, 99))
     probe_p50, probe_p99, probe_max = percentiles(probe["latency_ms"], (50, 99, 100))

@@ -162,3 +162,17 @@ def test_summary_row_keeps_every_column() -> None:
     row = summary_row(cell_doc("x"))
     assert list(row) == SUMMARY_COLUMNS
     assert row["server_cpu_pct"] == 50.0 and row["duration_s"] == 2.0
+
+
+def test_probe_counts_when_in_flight_during_the_window() -> None:
+    rows = pd.DataFrame(
+        [
+            (90.0, "probe", "GET /hello", 15_000.0, 1),  # started before, ends inside: counts
+            (95.0, "probe", "GET /hello", 1_000.0, 1),  # over before the window: left out
+            (104.0, "probe", "GET /hello", 2.0, 1),
+        ],
+        columns=["ts", "kind", "name", "latency_ms", "ok"],
+    )
+    got = summarize_requests(rows, 100.0, 110.0)
+    assert got["probe_requests"] == 2
+    assert got["probe_max_ms"] == 15_000.0
