@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick report compare clean
+.PHONY: install test lint format bench bench-quick bench-threadpool report compare clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/quick.toml --out results/quick-$(RUN_ID)
 	$(BIN)/python -m analysis report results/quick-$(RUN_ID)
+
+bench-threadpool: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/threadpool.toml --out results/threadpool-$(RUN_ID)
+	$(BIN)/python -m analysis report results/threadpool-$(RUN_ID)
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }

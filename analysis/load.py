@@ -131,16 +131,7 @@ def load_requests(path: Path, kinds: Sequence[str] | None = None) -> pd.DataFram
 
 def load_metrics(path: Path) -> pd.DataFrame:
     """One cell's metrics.csv (ts, metric, labels, value), sorted by time; may have no rows."""
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
-    except FileNotFoundError:
-        raise RunFormatError(path, "file is missing") from None
-    except pd.errors.EmptyDataError:
-        raise RunFormatError(path, "file is empty (no header row)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RunFormatError(path, f"not a readable CSV ({_first_line(exc)})") from None
-    except OSError as exc:
-        raise RunFormatError(path, f"cannot be read ({exc})") from None
+    raw = _read_csv_text(path, allow_empty=True)
     # No scrape succeeded (a server blocked throughout) is a fact to show, not a format error.
     frame, _ = _typed(raw, METRICS_COLUMNS, path, allow_empty=True)
     frame = frame[[c.name for c in METRICS_COLUMNS]]
@@ -163,7 +154,7 @@ def metric_series(metrics: pd.DataFrame, metric: str, labels: str = "") -> pd.Se
     return pd.Series(rows["value"].to_numpy(), index=rows["ts"].to_numpy(), name=metric)
 
 
-def _read_csv_text(path: Path) -> pd.DataFrame:
+def _read_csv_text(path: Path, allow_empty: bool = False) -> pd.DataFrame:
     # Everything is read as text first so each column gets its own, clearly worded type check.
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
@@ -175,7 +166,7 @@ def _read_csv_text(path: Path) -> pd.DataFrame:
         raise RunFormatError(path, f"not a readable CSV ({_first_line(exc)})") from None
     except OSError as exc:
         raise RunFormatError(path, f"cannot be read ({exc})") from None
-    if raw.empty:
+    if raw.empty and not allow_empty:
         raise RunFormatError(path, "has a header but no rows")
     return raw
 

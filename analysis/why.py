@@ -22,6 +22,9 @@ HTTP_POOL_MIN_WAITING = 1.0
 # One worker runs Python on one core at a time (the GIL): at 90% of a core it has no CPU left
 # (the rest is syscalls and sampling granularity), so more concurrency cannot help.
 CPU_BOUND_PCT = 90.0
+# A server that finishes nothing while its CPU idles is not slow but stuck: in `def` apps, every
+# thread waits for a pooled connection held by a request that waits for a thread.
+STALLED_MAX_CPU_PCT = 10.0
 NOTHING = "—"
 
 
@@ -58,6 +61,9 @@ def mechanisms(row: pd.Series, limits: Limits | None = None) -> list[str]:
     """Every mechanism one style's aggregated row crosses a threshold for, with its numbers."""
     limits = limits or Limits()
     found: list[str] = []
+    cpu = _get(row, "server_cpu_pct")
+    if _get(row, "rps") == 0 and cpu < STALLED_MAX_CPU_PCT:
+        found.append(f"stalled (no request finished, server {_n(cpu)}% of a core)")
     lag_max, lag_p99 = _get(row, "loop_lag_max_ms"), _get(row, "loop_lag_p99_ms")
     if lag_max >= LOOP_BLOCKED_MS:
         p99 = f", p99 {_n(lag_p99)} ms" if not math.isnan(lag_p99) else ""
@@ -75,7 +81,6 @@ def mechanisms(row: pd.Series, limits: Limits | None = None) -> list[str]:
     capacity = limits.db_pool_capacity
     if capacity is not None and checked_out >= capacity:
         found.append(f"DB pool exhausted ({_n(checked_out)}/{_n(capacity)} connections)")
-    cpu = _get(row, "server_cpu_pct")
     if cpu >= CPU_BOUND_PCT:
         found.append(f"CPU-bound (server {_n(cpu)}% of a core)")
     return found
@@ -108,5 +113,6 @@ def thresholds_text() -> str:
         f"every token in use and >= {THREADPOOL_MIN_WAITING:g} task waiting; HTTP pool "
         f"exhausted: >= {HTTP_POOL_MIN_WAITING:g} request waiting for a connection; DB pool "
         f"exhausted: checked-out connections at pool size + overflow; CPU-bound: server >= "
-        f"{CPU_BOUND_PCT:g}% of one core"
+        f"{CPU_BOUND_PCT:g}% of one core; stalled: no request finished in the window while the "
+        f"server used < {STALLED_MAX_CPU_PCT:g}% of a core"
     )

@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx
 
-from servers.schemas import ErrorResponse
+from servers.schemas import ChatCompletionRequest, ErrorResponse
 from servers.settings import Settings
 from servers.sse import MEDIA_TYPE
 
@@ -46,6 +46,6 @@ def forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower().startswith("x-mock-")}
 
 
-def upstream_payload(body: Any) -> dict[str, Any]:
+def upstream_payload(body: ChatCompletionRequest) -> dict[str, Any]:
     """The body sent upstream: what the caller sent, unknown OpenAI fields included."""
     return body.model_dump(exclude_unset=True)

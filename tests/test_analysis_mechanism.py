@@ -83,6 +83,13 @@ def test_db_pool_exhausted_against_the_manifest_capacity() -> None:
     row = pd.Series({"db_pool_peak_checked_out": 15.0})
     assert mechanisms(row, limits) == ["DB pool exhausted (15/15 connections)"]
     assert mechanisms(pd.Series({"db_pool_peak_checked_out": 14.0}), limits) == []
+
+
+def test_stalled_needs_zero_throughput_and_an_idle_server() -> None:
+    stalled = mechanisms(pd.Series({"rps": 0.0, "server_cpu_pct": 2.6}))
+    assert stalled == ["stalled (no request finished, server 2.6% of a core)"]
+    assert mechanisms(pd.Series({"rps": 0.0, "server_cpu_pct": 50.0})) == []
+    assert mechanisms(pd.Series({"rps": 3.0, "server_cpu_pct": 2.6})) == []
     assert Limits.from_manifest(MANIFEST).db_pool_capacity == 5  # no overflow recorded: 0
     assert Limits.from_manifest({}).db_pool_capacity is None
 
