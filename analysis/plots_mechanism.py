@@ -19,7 +19,7 @@ from analysis.plots import (
     users_axis,
 )
 from analysis.styles import colour, label, ordered
-from analysis.sweep import REFERENCE, SWEPT, reference_row
+from analysis.sweep import SWEPT, reference_row
 from analysis.transform import DEFAULT_TOKENS, require_columns
 from analysis.why import CPU_BOUND_PCT, LOOP_BLOCKED_MS
 
@@ -182,10 +182,10 @@ def plot_sweep(ax: Axes, sweep: pd.DataFrame, scenario: str, metric: str = "rps"
         if ref is not None:
             ax.axhline(
                 float(ref[metric]),
-                color=colour(REFERENCE),
+                color=colour(str(ref["style"])),
                 ls=ls,
                 lw=1.5,
-                label=f"{label(REFERENCE)}, {n} users",
+                label=f"{label(str(ref['style']))}, {n} users",
             )
     ax.axvline(DEFAULT_TOKENS, color="0.5", lw=1, ls="-.", label=f"anyio default: {DEFAULT_TOKENS}")
     _tokens_axis(ax, sorted(tokens | {DEFAULT_TOKENS}))

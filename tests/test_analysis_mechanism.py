@@ -23,7 +23,14 @@ from analysis.load import (  # noqa: E402
 from analysis.report import write_report
 from analysis.report_why import why_column  # noqa: E402
 from analysis.styles import add_style  # noqa: E402
-from analysis.sweep import Gap, aggregate_sweep, gap_text, gaps, sweep_scenarios  # noqa: E402
+from analysis.sweep import (  # noqa: E402
+    Gap,
+    aggregate_sweep,
+    gap_text,
+    gaps,
+    reference_row,
+    sweep_scenarios,
+)
 from analysis.transform import aggregate, at_reference_tokens  # noqa: E402
 from analysis.verdict import Verdict  # noqa: E402
 from analysis.why import NOTHING, Limits, explain, explained_styles, mechanisms  # noqa: E402
@@ -305,3 +312,20 @@ def test_sweep_report_section_and_chart(tmp_path: Path) -> None:
     assert (
         "no `metrics.csv` in `chat__sync-httpx__u200__t040__r1`, threadpool timeline skipped" in md
     )
+
+
+def test_sweep_compares_def_with_the_fastest_async_client() -> None:
+    sweep = pd.DataFrame(
+        [
+            ("chat", "sync", 200, 40, 400.0, 600.0),
+            ("chat", "sync", 200, 400, 420.0, 500.0),
+            ("chat", "async", 200, 40, 250.0, 1000.0),
+            ("chat", "async (aiohttp)", 200, 40, 800.0, 350.0),
+        ],
+        columns=["scenario", "style", "users", "threadpool_tokens", "rps", "p99_ms"],
+    )
+    ref = reference_row(sweep, "chat", 200)
+    assert ref is not None and ref["style"] == "async (aiohttp)"
+    (gap,) = gaps(sweep, "chat")
+    assert gap.async_style == "async (aiohttp)"
+    assert gap.closed == pytest.approx(20 / 400)
