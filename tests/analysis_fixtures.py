@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtests.matrix import Cell as MatrixCell
+
 USERS = (10, 50, 200)
 REPEATS = (1, 2)
 TOKENS = 40
@@ -58,22 +60,8 @@ SECRET = "sk-fixture-secret"
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One cell x repeat of the fixture run."""
-
-    scenario: str
-    variant: str
-    client: str
-    users: int
-    repeat: int
-    # Set in a threadpool sweep only: the cell id then carries `__t<tokens>`.
-    tokens: int | None = None
-
-    @property
-    def cell_id(self) -> str:
-        client = "none" if self.client == "-" else self.client
-        swept = "" if self.tokens is None else f"__t{self.tokens:03d}"
-        return f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}{swept}__r{self.repeat}"
+class Cell(MatrixCell):
+    """One cell x repeat of the fixture run, named exactly as the orchestrator names its cells."""
 
     @property
     def io(self) -> bool:
