@@ -14,7 +14,8 @@ from loadtests.process import CpuSampler, Pinning, run_server, spawn
 from loadtests.scenarios import Scenario
 from loadtests.summary import LOADGEN_MAX_PCT, load_requests, summarize_requests
 
-UPSTREAM = Scenario("upstream", "upstream.py", ("UpstreamUser",))
+# The proxies and the mock share the chat route, so the chat user drives the mock as it is.
+UPSTREAM = Scenario("upstream", "chat.py", ("ChatUser",))
 
 
 def measure(out: Path, users: int, duration_s: float, warmup_s: float, ttft_ms: float) -> dict:

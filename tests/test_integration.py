@@ -2,6 +2,7 @@
 
 import json
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import serve
+from loadtests.process import run_server
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,8 @@ def upstream_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LAB_MOCK_ITL_MS": str(ITL_MS),
         "LAB_MOCK_STALL_S": "5",
     }
-    with serve("upstream", env, tmp_path_factory.mktemp("upstream") / "log") as url:
+    log = tmp_path_factory.mktemp("upstream") / "log"
+    with run_server("upstream", log, env, python=sys.executable) as (_, url):
         yield url
 
 
@@ -52,7 +54,7 @@ def proxy(
         "LAB_DB_PATH": str(tmp / "items.sqlite3"),
         "LAB_DB_SEED_ROWS": "100",
     }
-    with serve(variant, env, tmp / "log") as url:
+    with run_server(variant, tmp / "log", env, python=sys.executable) as (_, url):
         yield variant, url
 
 
@@ -148,7 +150,7 @@ def test_blocking_stalls_everyone_and_the_others_do_not(proxy: tuple[str, str]) 
 
 def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
     env = {"LAB_UPSTREAM_URL": "http://127.0.0.1:9/v1", "LAB_DB_PATH": str(tmp_path / "db")}
-    with serve("async", env, tmp_path / "log") as url:
+    with run_server("async", tmp_path / "log", env, python=sys.executable) as (_, url):
         response = httpx.post(f"{url}/v1/chat/completions", json=CHAT)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "bad_gateway"
@@ -156,7 +158,7 @@ def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
 
 def test_server_is_killed_even_when_the_test_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        with serve("upstream", {}, tmp_path / "log") as url:
+        with run_server("upstream", tmp_path / "log", python=sys.executable) as (_, url):
             raise RuntimeError("boom")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=1)
