@@ -1,13 +1,13 @@
-"""`python -m analysis report RUN_DIR` and `python -m analysis compare A B [--out DIR]`."""
+"""`python -m analysis report RUN_DIR [--out DIR]`, `python -m analysis compare A B [--out DIR]`."""
 
 import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.compare import write_compare
-from analysis.load import RunFormatError
-from analysis.report import write_report
-from analysis.transform import MissingColumnError
+from analysis.judge.transform import MissingColumnError
+from analysis.load.run import RunFormatError
+from analysis.report.build import write_report
+from analysis.report.compare import write_compare
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     report = sub.add_parser("report", help="write RUN_DIR/report.md, report.html and charts/")
     report.add_argument("run_dir", help="a results/<run-id> folder")
+    report.add_argument("--out", help="output folder (default: the run folder itself)")
     compare = sub.add_parser("compare", help="how each cell changed from run A to run B")
     compare.add_argument("run_a", help="the baseline run folder")
     compare.add_argument("run_b", help="the run compared against it")
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--noise",
             type=float,
             default=None,
-            help="one noise threshold for every scenario, e.g. 0.15 (default: per scenario)",
+            help="one noise threshold for every scenario, e.g. 0.15 (default: measured per "
+            "scenario from the run's own repeat spread)",
         )
     return parser
 
@@ -35,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
-            files = write_report(args.run_dir, args.noise)
+            files = write_report(args.run_dir, args.noise, args.out)
             print(f"wrote {files.markdown}, {files.html} and {len(files.charts)} charts")
         else:
             out = write_compare(args.run_a, args.run_b, args.out, args.noise)

@@ -25,11 +25,15 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "variants": ("variants", _csv(str), "comma-separated server variants"),
     "async-clients": ("async_clients", _csv(str), "HTTP clients of the async variant"),
     "users": ("users", _csv(int), "comma-separated user levels"),
-    "duration": ("duration_s", float, "measured seconds per cell"),
+    "duration": ("duration_s", float, "shortest measured window per cell, s"),
+    "window-max": ("window_max_s", float, "longest window, s (closes early on --sample-target)"),
+    "sample-target": ("sample_target", int, "close the window once n requests completed"),
+    "stall": ("stall_s", float, "no completion for this long with requests in flight: stalled"),
     "warmup": ("warmup_s", float, "warm-up seconds per cell, excluded from the numbers"),
+    "warmup-max": ("warmup_max_s", float, "warm up until every user completed a request, max s"),
     "repeats": ("repeats", int, "passes over the matrix (interleaved)"),
     "spawn-rate": ("spawn_rate", float, "users started per second"),
-    "grace": ("grace_s", float, "bound on the wait for in-flight requests after the window"),
+    "grace": ("grace_s", float, "longest drain after the window; what is left is censored"),
     "ttft-ms": ("ttft_ms", float, "upstream time to first token"),
     "itl-ms": ("itl_ms", float, "upstream inter-token latency"),
     "chat-tokens": ("chat_tokens", int, "output tokens of chat / mixed"),
@@ -142,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     failed = sum(d["status"] != "ok" for d in docs)
     invalid = sum(d["status"] == "ok" and not d["valid"] for d in docs)
+    stalled = sum(bool(d.get("judged", {}).get("stalled")) for d in docs)
+    unsteady = sum(d.get("metrics", {}).get("steady") is False for d in docs)
     console.print(
-        f"done: {len(docs)} cells, {failed} failed, {invalid} invalid; "
+        f"done: {len(docs)} cells, {failed} failed, {invalid} invalid, {stalled} stalled, "
+        f"{unsteady} not steady; "
         f"{options.out / 'summary.csv'}",
         soft_wrap=True,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import RAW_COLUMNS
 from loadtests.process import kill_group, spawn
 from loadtests.scenarios import Scenario
 
@@ -17,7 +18,6 @@ from loadtests.scenarios import Scenario
 STARTUP_SLACK_S = 30.0
 WAIT_FOR_HOST_S = 30.0
 RUN_TIME_BACKSTOP_S = 2
-RAW_COLUMNS = ("ts", "kind", "name", "latency_ms", "ok", "app_ms", "upstream_ms", "db_ms")
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,41 @@ class LocustRun:
         return not self.timed_out and self.returncode in (0, 1)
 
 
+@dataclass(frozen=True)
+class Clock:
+    """A cell's timeline, kept by the locustfile (loadtests/locustfiles/common.py)."""
+
+    warmup_s: float
+    window_min_s: float
+    window_max_s: float
+    sample_target: int
+    grace_s: float
+    stall_s: float
+    # The warm-up waits for every user to complete a request, up to this (0: exactly warmup_s).
+    warmup_max_s: float = 0.0
+
+    @property
+    def longest_s(self) -> float:
+        """The longest a cell's load can last: warm-up, longest window, longest drain."""
+        warmup = max(self.warmup_s, self.warmup_max_s)
+        return warmup + max(self.window_min_s, self.window_max_s) + self.grace_s
+
+
 def locust_command(
     scenario: Scenario,
     host: str,
     users: int,
     spawn_rate: float,
-    run_time_s: float,
-    stop_timeout_s: float,
+    clock: Clock,
     cell_dir: Path,
     options: dict[str, Any],
     processes: int = 1,
     python: str = "python",
 ) -> list[str]:
     """The `python -m locust` command of one cell (headless, CSVs, HTML, raw rows)."""
+    run_time_s = max(clock.warmup_s, clock.warmup_max_s) + max(
+        clock.window_min_s, clock.window_max_s
+    )
     cmd = [
         python,
         "-m",
@@ -62,15 +84,26 @@ def locust_command(
         str(users + scenario.extra_users),
         "--spawn-rate",
         f"{spawn_rate:g}",
-        # The locustfile stops the run after exactly --run-seconds; --run-time (whole seconds
-        # only) is a backstop.
-        "--run-seconds",
-        f"{run_time_s:g}",
+        # The locustfile closes the window itself (sample target or --window-max) and drains;
+        # --run-time and --stop-timeout (whole seconds only) are backstops.
+        "--warmup-seconds",
+        f"{clock.warmup_s:g}",
+        "--warmup-max",
+        f"{clock.warmup_max_s:g}",
+        "--window-min",
+        f"{clock.window_min_s:g}",
+        "--window-max",
+        f"{clock.window_max_s:g}",
+        "--sample-target",
+        str(clock.sample_target),
+        "--grace-seconds",
+        f"{clock.grace_s:g}",
+        "--stall-seconds",
+        f"{clock.stall_s:g}",
         "--run-time",
         f"{math.ceil(run_time_s) + RUN_TIME_BACKSTOP_S}s",
-        # Users finish the request they are in before stopping, up to this bound.
         "--stop-timeout",
-        f"{math.ceil(stop_timeout_s)}s",
+        f"{math.ceil(clock.grace_s) + RUN_TIME_BACKSTOP_S}s",
         "--csv",
         str(cell_dir / "locust"),
         "--csv-full-history",
@@ -80,7 +113,7 @@ def locust_command(
         "0",
         "--raw-dir",
         str(cell_dir),
-        # Locust starts while the server does; it waits for /health before the clock starts.
+        # Locust starts while the server does; it waits for /ready before the clock starts.
         "--wait-for-host",
         f"{WAIT_FOR_HOST_S:g}",
     ]
@@ -143,11 +176,20 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         values = [m[key] for m in metas if m.get(key) is not None]
         return how(values) if values else None
 
+    stalled = [m["stalled"] for m in metas if m.get("stalled")]
     return {
         "processes": len(metas),
         "test_start": pick("test_start", min),
+        "window_start": pick("window_start", min),
+        "window_end": pick("window_end", max),
+        "window_samples": pick("window_samples", max),
         "test_stopping": pick("test_stopping", min),
         "test_stop": pick("test_stop", max),
+        "last_completion": pick("last_completion", max),
+        "drain_s": pick("drain_s", max),
+        "in_flight_at_end": sum(m.get("in_flight_at_end") or 0 for m in metas),
+        "stalled": stalled[0] if stalled else None,
+        "not_ready": pick("not_ready", min),
         "spawned": pick("spawned", max),
         "spawning_complete": pick("spawning_complete", max),
         "cut_off": sum(m.get("cut_off", 0) for m in metas),

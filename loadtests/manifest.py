@@ -106,9 +106,24 @@ def start(
             ctx.python, {"LAB_THREADPOOL_TOKENS": str(spec.token_levels[0])}
         ),
         "sessions": [*previous.get("sessions", []), session],
+        # Machine speed before the run and after each pass (loadtests/calibrate.py).
+        "calibration": previous.get("calibration", []),
     }
     path.write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def load(out: Path) -> dict[str, Any] | None:
+    """The run's manifest.json as written so far (None if there is none)."""
+    path = out / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def add_calibration(out: Path, entry: dict[str, Any]) -> None:
+    """Append one calibration to manifest.json."""
+    doc = load(out) or {}
+    doc.setdefault("calibration", []).append(entry)
+    (out / "manifest.json").write_text(json.dumps(doc, indent=2))
 
 
 def finish(out: Path, doc: dict[str, Any], docs: list[dict[str, Any]]) -> None:
@@ -120,5 +135,7 @@ def finish(out: Path, doc: dict[str, Any], docs: list[dict[str, Any]]) -> None:
         cells_run=len(docs),
         cells_failed=sum(d["status"] != "ok" for d in docs),
         cells_invalid=sum(d["status"] == "ok" and not d["valid"] for d in docs),
+        cells_stalled=sum(bool(d.get("judged", {}).get("stalled")) for d in docs),
+        cells_not_steady=sum(d.get("metrics", {}).get("steady") is False for d in docs),
     )
     (out / "manifest.json").write_text(json.dumps(doc, indent=2))

@@ -5,12 +5,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from loadtests.scenarios import CLIENTS, SCENARIOS, VARIANTS
+from contract import CLIENTS, NO_CLIENT, SERVER_ENV, SERVER_TIMEOUTS, STALL_MARGIN_S, VARIANTS
+from loadtests.locust_runner import Clock
+from loadtests.scenarios import SCENARIOS
+from servers.settings import Settings
 
 # Seconds a cell costs beyond warm-up + window: server start and seed, Locust start and stop,
 # collection. Measured on the 2-core reference machine; only used for the printed estimate.
 CELL_OVERHEAD_S = 2.1
-NO_CLIENT = "-"
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,50 @@ class Cell:
     repeat: int
     # Set only when the matrix sweeps threadpool tokens: then it is part of the id.
     tokens: int | None = None
+    # A named arm (matrix `[[arms]]`): extra server settings; part of the id when set.
+    arm: str = ""
 
     @property
     def cell_id(self) -> str:
         """Folder name, e.g. `chat__async-httpx__u050__r1` (see results/README.md)."""
         client = "none" if self.client == NO_CLIENT else self.client
         sweep = "" if self.tokens is None else f"__t{self.tokens:03d}"
-        return f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}{sweep}__r{self.repeat}"
+        arm = f"__{self.arm}" if self.arm else ""
+        return (
+            f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}{sweep}{arm}"
+            f"__r{self.repeat}"
+        )
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Cells run again with extra server settings, e.g. the observer effect (`observe=false`)."""
+
+    name: str
+    env: dict[str, Any]
+    scenarios: list[str]
+    variants: list[str]
+    users: list[int]
+    clients: list[str] = field(default_factory=lambda: ["httpx", NO_CLIENT])
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> "Arm":
+        """An arm from its TOML table; unknown keys and settings are errors."""
+        known = {f.name for f in fields(cls)}
+        if unknown := set(data) - known:
+            raise ValueError(f"arm {data.get('name')!r}: unknown keys {sorted(unknown)}")
+        arm = cls(**data)
+        if not arm.name.isidentifier():
+            raise ValueError(f"arm name {arm.name!r} must be a plain word (it goes in cell ids)")
+        check_server_env(arm.env)
+        return arm
+
+
+def check_server_env(env: dict[str, Any]) -> None:
+    """Raise ValueError unless every key is a server setting the orchestrator may set."""
+    unknown = set(env) - set(SERVER_ENV)
+    if unknown:
+        raise ValueError(f"unknown server settings {sorted(unknown)}; known: {sorted(SERVER_ENV)}")
 
 
 @dataclass
@@ -43,11 +82,27 @@ class MatrixSpec:
     async_clients: list[str] = field(default_factory=lambda: ["httpx"])
     users: list[int] = field(default_factory=lambda: [1, 10, 50, 100, 200])
     repeats: int = 1
+    # The window lasts at least duration_s, then closes once `sample_target` requests that
+    # started in it have completed, or at window_max_s (0: exactly duration_s).
     duration_s: float = 10.0
+    window_max_s: float = 0.0
+    sample_target: int = 0
     warmup_s: float = 3.0
+    # The warm-up goes on until every user has completed a request, up to this (0: no wait).
+    warmup_max_s: float = 0.0
     spawn_rate: float = 1000.0
-    # Bound on the wait for requests in flight when the window closes; the rest count as cut off.
-    grace_s: float = 15.0
+    # Bound on the drain: the wait for requests in flight when the window closes; those still in
+    # flight then are censored.
+    grace_s: float = 40.0
+    # No completion for this long with requests in flight: a stall (the drain stops there). Must
+    # exceed every server timeout (server_env or the servers' defaults) by STALL_MARGIN_S.
+    stall_s: float = 35.0
+    # Server settings (servers.settings field names) applied to every cell, recorded per cell.
+    server_env: dict[str, Any] = field(default_factory=dict)
+    # Named extra arms ([[arms]] tables); their cells run in every pass after the main cells.
+    arms: list[Arm] = field(default_factory=list)
+    # Cells left out of the main matrix: "scenario/variant" or "scenario/variant/users".
+    skip: list[str] = field(default_factory=list)
     # Upstream latency model, sent per request as x-mock-* headers.
     ttft_ms: float = 50.0
     itl_ms: float = 10.0
@@ -62,8 +117,16 @@ class MatrixSpec:
 
     def __post_init__(self) -> None:
         # TOML `2` and `2.0` alike: summary.csv types these columns as floats.
-        for name in ("duration_s", "warmup_s", "grace_s"):
+        for name in (
+            "duration_s",
+            "window_max_s",
+            "warmup_s",
+            "warmup_max_s",
+            "grace_s",
+            "stall_s",
+        ):
             setattr(self, name, float(getattr(self, name)))
+        self.arms = [a if isinstance(a, Arm) else Arm.parse(a) for a in self.arms]
         self.validate()
 
     def validate(self) -> None:
@@ -82,6 +145,52 @@ class MatrixSpec:
             raise ValueError(f"threadpool tokens must be >= 1, got {self.threadpool_tokens}")
         if self.repeats < 1 or self.duration_s <= 0 or self.warmup_s < 0 or self.grace_s < 0:
             raise ValueError("repeats >= 1, duration_s > 0, warmup_s >= 0, grace_s >= 0")
+        if self.window_max_s and self.window_max_s < self.duration_s:
+            raise ValueError(f"window_max_s {self.window_max_s} < duration_s {self.duration_s}")
+        check_server_env(self.server_env)
+        if self.grace_s < self.stall_s:
+            raise ValueError(f"grace_s {self.grace_s:g} < stall_s {self.stall_s:g}: no stall seen")
+        for rule in self.skip:
+            parts = rule.split("/")
+            if not 2 <= len(parts) <= 3 or parts[0] not in SCENARIOS or parts[1] not in VARIANTS:
+                raise ValueError(f"skip {rule!r}: write scenario/variant or scenario/variant/users")
+        longest = max(self.server_timeouts().values())
+        if self.stall_s < longest + STALL_MARGIN_S:
+            raise ValueError(
+                f"stall_s {self.stall_s:g} must exceed every server timeout by "
+                f"{STALL_MARGIN_S:g} s (longest: {longest:g} s, {self.server_timeouts()}), "
+                "or a slow error would be called a stall"
+            )
+
+    def server_timeouts(self, arm: "Arm | None" = None) -> dict[str, float]:
+        """The server's timeouts in seconds as the cells run them (matrix value or default)."""
+        env = {**self.server_env, **(arm.env if arm else {})}
+        return {
+            name: float(env.get(name, Settings.model_fields[name].default))
+            for name in SERVER_TIMEOUTS
+        }
+
+    def clock(self) -> Clock:
+        """The timeline every cell runs."""
+        return Clock(
+            warmup_s=self.warmup_s,
+            window_min_s=self.duration_s,
+            window_max_s=max(self.window_max_s, self.duration_s),
+            sample_target=self.sample_target,
+            grace_s=self.grace_s,
+            stall_s=self.stall_s,
+            warmup_max_s=self.warmup_max_s,
+        )
+
+    def skipped(self, scenario: str, variant: str, users: int) -> bool:
+        """Whether the matrix leaves this cell out (see `skip`)."""
+        return any(
+            rule in (f"{scenario}/{variant}", f"{scenario}/{variant}/{users}") for rule in self.skip
+        )
+
+    def arm_of(self, cell: Cell) -> "Arm | None":
+        """The arm a cell belongs to (None for the main matrix)."""
+        return next((a for a in self.arms if a.name == cell.arm), None)
 
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> "MatrixSpec":
@@ -91,7 +200,10 @@ class MatrixSpec:
         if unknown := set(data) - known:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
         data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def with_overrides(self, **overrides: Any) -> "MatrixSpec":
         """A copy with the non-None overrides applied."""
@@ -120,15 +232,27 @@ class MatrixSpec:
     def cells(self) -> list[Cell]:
         """Every cell, repeats outermost so each repeat is a full pass (interleaved repeats)."""
         sweep: list[int | None] = list(self.token_levels) if len(self.token_levels) > 1 else [None]
-        return [
-            Cell(scenario, variant, client, users, repeat, tokens)
-            for repeat in range(1, self.repeats + 1)
-            for scenario in self.scenarios
-            for variant in self.variants
-            for client in self.clients_for(scenario, variant)
-            for tokens in sweep
-            for users in self.users
-        ]
+        cells = []
+        for repeat in range(1, self.repeats + 1):
+            cells += [
+                Cell(scenario, variant, client, users, repeat, tokens)
+                for scenario in self.scenarios
+                for variant in self.variants
+                for client in self.clients_for(scenario, variant)
+                for tokens in sweep
+                for users in self.users
+                if not self.skipped(scenario, variant, users)
+            ]
+            cells += [
+                Cell(scenario, variant, client, users, repeat, arm=arm.name)
+                for arm in self.arms
+                for scenario in arm.scenarios
+                for variant in arm.variants
+                for client in self.clients_for(scenario, variant)
+                if client in arm.clients
+                for users in arm.users
+            ]
+        return cells
 
     def tokens(self, scenario: str) -> int | None:
         """Output tokens a scenario asks the upstream for (None when it has no upstream)."""
@@ -150,8 +274,10 @@ class MatrixSpec:
         return min(self.grace_s, latency_s)
 
     def cell_seconds(self, cell: Cell) -> float:
-        """Estimated wall time of one cell."""
-        return CELL_OVERHEAD_S + self.warmup_s + self.duration_s + self.drain_s(cell)
+        """Estimated wall time of one cell (a window closing on its sample target: halfway)."""
+        longest = max(self.window_max_s, self.duration_s)
+        window = (self.duration_s + longest) / 2 if self.sample_target else longest
+        return CELL_OVERHEAD_S + self.warmup_s + window + self.drain_s(cell)
 
     def estimate_s(self, cells: list[Cell] | None = None) -> float:
         """Estimated wall time of `cells` (default: all of them)."""

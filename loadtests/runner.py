@@ -6,8 +6,9 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from contract import CALIBRATION_KEYS, CLIENTS, GAP_NOTE_S, NOT_STEADY, SERVER_ENV, STALLED
 from loadtests import manifest
-from loadtests.locust_runner import STARTUP_SLACK_S, locust_command, merge_raw, wait_locust
+from loadtests.calibrate import calibrate
+from loadtests.locust_runner import (
+    STARTUP_SLACK_S,
+    LocustRun,
+    locust_command,
+    merge_raw,
+    wait_locust,
+)
 from loadtests.matrix import Cell, MatrixSpec
 from loadtests.process import (
     CpuSampler,
@@ -30,7 +39,7 @@ from loadtests.process import (
     wait_healthy,
 )
 from loadtests.scenarios import SCENARIOS
-from loadtests.scrape import MetricsScraper, cpu_rows, summarize_metrics, write_metrics
+from loadtests.scrape import MetricsScraper, Row, cpu_rows, summarize_metrics, write_metrics
 from loadtests.summary import load_requests, summarize_requests, validity, write_summary
 
 
@@ -50,18 +59,30 @@ class RunContext:
 
 def server_env(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, str]:
     """LAB_* settings of a cell's server: fresh database, its HTTP client, the run's upstream."""
-    env = {
-        "LAB_DB_PATH": str(ctx.scratch / f"{cell.cell_id}.sqlite3"),
-        "LAB_DB_RESET": "true",
-        "LAB_DB_SEED_ROWS": str(spec.seed_rows),
+    arm = spec.arm_of(cell)
+    values: dict[str, Any] = {
+        "db_path": ctx.scratch / f"{cell.cell_id}.sqlite3",
+        "db_reset": "true",
+        "db_seed_rows": spec.seed_rows,
         # The proxies' own HTTP timeouts stay at their defaults: they are part of what is measured.
-        "LAB_THREADPOOL_TOKENS": str(spec.tokens_of(cell)),
+        "threadpool_tokens": spec.tokens_of(cell),
+        **spec.server_env,
+        **(arm.env if arm else {}),
     }
     if ctx.upstream_url:
-        env["LAB_UPSTREAM_URL"] = ctx.upstream_url
-    if cell.client in ("httpx", "aiohttp"):
-        env["LAB_HTTP_CLIENT"] = cell.client
-    return env
+        values["upstream_url"] = ctx.upstream_url
+    if cell.client in CLIENTS:
+        values["http_client"] = cell.client
+    return {SERVER_ENV[k]: _env_text(v) for k, v in values.items()}
+
+
+def _env_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def observed(env: dict[str, str]) -> bool:
+    """Whether the cell's server runs its /metrics monitor and Server-Timing."""
+    return env.get(SERVER_ENV["observe"], "true") != "false"
 
 
 def locust_options(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
@@ -76,14 +97,20 @@ def locust_options(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
     }
 
 
-def cell_settings(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
+def cell_settings(cell: Cell, spec: MatrixSpec, env: dict[str, str]) -> dict[str, Any]:
     """The settings recorded in cell.json."""
     return {
         "duration_s": spec.duration_s,
+        "window_max_s": spec.clock().window_max_s,
+        "sample_target": spec.sample_target,
         "warmup_s": spec.warmup_s,
+        "warmup_max_s": spec.warmup_max_s,
         "spawn_rate": spec.spawn_rate,
         "grace_s": spec.grace_s,
+        "stall_s": spec.stall_s,
         "threadpool_tokens": spec.tokens_of(cell),
+        "observe": observed(env),
+        "server_timeouts_s": spec.server_timeouts(spec.arm_of(cell)),
         "upstream_latency_ms": spec.upstream_latency_ms(cell.scenario),
         **locust_options(cell, spec),
     }
@@ -96,8 +123,7 @@ def cell_command(cell: Cell, spec: MatrixSpec, ctx: RunContext, host: str) -> li
         host=host,
         users=cell.users,
         spawn_rate=spec.spawn_rate,
-        run_time_s=spec.warmup_s + spec.duration_s,
-        stop_timeout_s=spec.grace_s,
+        clock=spec.clock(),
         cell_dir=ctx.out / cell.cell_id,
         options=locust_options(cell, spec),
         processes=ctx.locust_processes,
@@ -105,52 +131,70 @@ def cell_command(cell: Cell, spec: MatrixSpec, ctx: RunContext, host: str) -> li
     )
 
 
+@dataclass(frozen=True)
+class Collected:
+    """What a cell's run left behind: Locust's end, its rows and facts, CPU and the server's."""
+
+    locust: LocustRun
+    meta: dict[str, Any]
+    requests: Path
+    cpu: CpuSampler
+    series: list[Row]
+    scrape_failures: int
+    server_exit: int | None
+    healthy_s: float
+    upstream: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A collected cell, judged: its numbers, validity, steadiness and whether it stalled."""
+
+    window: tuple[float, float]
+    metrics: dict[str, Any]
+    cpu: dict[str, float | None]
+    mechanisms: dict[str, Any]
+    valid: bool
+    invalid_reason: str
+    stalled: bool
+    stall_evidence: str
+    extra: dict[str, Any]
+
+
 def run_cell(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, Any]:
     """Run one cell and write its cell.json; failures are recorded, not raised."""
     cell_dir = ctx.out / cell.cell_id
     shutil.rmtree(cell_dir, ignore_errors=True)
     cell_dir.mkdir(parents=True)
-    doc: dict[str, Any] = {
-        "cell_id": cell.cell_id,
-        "scenario": cell.scenario,
-        "variant": cell.variant,
-        "client": cell.client,
-        "users": cell.users,
-        "repeat": cell.repeat,
-        "status": "failed",
-        "reason": "",
-        "valid": False,
-        "invalid_reason": "",
-        "window_start": None,
-        "window_end": None,
-        "cut_off": None,
-        "settings": cell_settings(cell, spec),
-        "env": server_env(cell, spec, ctx),
-        "pinning": ctx.pinning.to_dict(),
-        "cpu": {},
-        "metrics": {},
-        "mechanisms": {},
-        "command": [],
-    }
+    env = server_env(cell, spec, ctx)
     started = time.monotonic()
+    collected: Collected | None = None
+    judged: Judged | None = None
+    reason = ""
     try:
-        _measure(cell, spec, ctx, cell_dir, doc)
+        collected = collect(cell, spec, ctx, cell_dir, env)
+        reason = failure(collected, spec)
+        if not reason:
+            judged = judge(cell, spec, ctx, collected)
     except ServerError as exc:
-        doc["reason"] = f"server: {exc} (see server.log)"
+        reason = f"server never became ready: {exc} (see server.log)"
     except Exception as exc:  # one broken cell must not end the matrix
-        doc["reason"] = f"{type(exc).__name__}: {exc}"
+        reason = f"{type(exc).__name__}: {exc}"
     finally:
         for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{doc['env']['LAB_DB_PATH']}{suffix}").unlink(missing_ok=True)
+            Path(f"{env[SERVER_ENV['db_path']]}{suffix}").unlink(missing_ok=True)
+    doc = cell_document(cell, spec, ctx, env, collected, judged, reason)
     doc["wall_s"] = round(time.monotonic() - started, 2)
     (cell_dir / "cell.json").write_text(json.dumps(doc, indent=2))
     return doc
 
 
-def _measure(
-    cell: Cell, spec: MatrixSpec, ctx: RunContext, cell_dir: Path, doc: dict[str, Any]
-) -> None:
+def collect(
+    cell: Cell, spec: MatrixSpec, ctx: RunContext, cell_dir: Path, env: dict[str, str]
+) -> Collected:
+    """Start the server and Locust, wait for the end, gather rows, CPU and /metrics."""
     began = time.monotonic()
+    upstream_before = upstream_stats(ctx)
     with ExitStack() as stack, CpuSampler() as sampler:
         server = None
         host = ctx.target
@@ -161,45 +205,67 @@ def _measure(
                 spawn(
                     server_command(cell.variant, port, ctx.python),
                     cell_dir / "server.log",
-                    env=doc["env"],
+                    env=env,
                     cpus=ctx.pinning.server,
                 )
             )
             sampler.watch("server", server.pid)
         if ctx.upstream_pid is not None:
             sampler.watch("upstream", ctx.upstream_pid)
-        doc["command"] = cmd = cell_command(cell, spec, ctx, host)
-        timeout = spec.warmup_s + spec.duration_s + spec.grace_s + STARTUP_SLACK_S
-        # Locust imports while the server starts (other core); it waits for /health itself.
+        cmd = cell_command(cell, spec, ctx, host)
+        (cell_dir / "command.json").write_text(json.dumps(cmd))
+        timeout = spec.clock().longest_s + STARTUP_SLACK_S
+        # Locust imports while the server starts (other core); both wait for /ready, a route
+        # that needs no thread, so a server stalled later still counts as ready now.
         with spawn(cmd, cell_dir / "locust.log", cpus=ctx.pinning.load) as locust:
             sampler.watch("loadgen", locust.pid)
             if server is not None:
-                wait_healthy(server, f"{host}/health")
-            doc["timings"] = {"healthy_s": round(time.monotonic() - began, 2)}
-            with MetricsScraper(f"{host}/metrics") as scraper:
+                wait_healthy(server, f"{host}/ready")
+            healthy_s = time.monotonic() - began
+            scraper = MetricsScraper(f"{host}/metrics")
+            # With the observer off, nothing scrapes either: the arm measures no observation.
+            with scraper if observed(env) else nullcontext():
                 run = wait_locust(locust, timeout)
         server_code = server.poll() if server is not None else None
-        locust_done = time.monotonic()
-    doc.setdefault("timings", {})["stop_s"] = round(time.monotonic() - locust_done, 2)
-    doc["locust"] = {"returncode": run.returncode, "timed_out": run.timed_out, "wall_s": run.wall_s}
     raw, meta = merge_raw(cell_dir)
-    doc["locust"].update(meta)
-    if server_code is not None:
-        doc["reason"] = f"server exited with code {server_code} during the run (see server.log)"
-        return
+    return Collected(
+        locust=run,
+        meta=meta,
+        requests=raw,
+        cpu=sampler,
+        series=scraper.rows + cpu_rows(sampler.samples),
+        scrape_failures=scraper.failures,
+        server_exit=server_code,
+        healthy_s=round(healthy_s, 2),
+        upstream=stats_delta(upstream_before, upstream_stats(ctx)),
+    )
+
+
+def failure(collected: Collected, spec: MatrixSpec) -> str:
+    """Why a collected cell has no numbers ("" when it has)."""
+    run, meta = collected.locust, collected.meta
+    if collected.server_exit is not None:
+        return f"server exited with code {collected.server_exit} during the run (see server.log)"
+    if meta.get("not_ready"):
+        return f"server never became ready: Locust found {meta['not_ready']} silent"
     if run.timed_out:
-        doc["reason"] = f"Locust hung: killed after {timeout:.0f} s (see locust.log)"
-        return
+        return f"Locust hung: killed after {run.wall_s:.0f} s (see locust.log)"
     if not run.ok or meta["test_start"] is None:
-        doc["reason"] = f"Locust exited with code {run.returncode} (see locust.log)"
-        return
-    # The window is the last `duration_s` before the run time ran out; the rest was warm-up.
-    end = meta["test_stopping"] or meta["test_start"] + spec.warmup_s + spec.duration_s
-    start = end - spec.duration_s
-    doc["window_start"], doc["window_end"] = start, end
-    doc["metrics"] = summarize_requests(load_requests(raw), start, end)
-    doc["cut_off"] = meta["cut_off"]
-    doc["cpu"] = {
+        return f"Locust exited with code {run.returncode} (see locust.log)"
+    if meta.get("window_end") is None:
+        return "the locustfile's clock never closed the window (see locust.log)"
+    return ""
+
+
+def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -> Judged:
+    """Numbers, validity, Little's law and the stall rule of a collected cell."""
+    meta = collected.meta
+    start, end = meta["window_start"], meta["window_end"]
+    cell_end = meta.get("test_stop") or end
+    users = cell.users
+    metrics = summarize_requests(load_requests(collected.requests), start, end, users, cell_end)
+    sampler = collected.cpu
+    cpu = {
         f"{name}_{stat}": (None if v is None else round(v, 1))
         for name in ("loadgen", "upstream", "server")
         for stat, v in (
@@ -207,20 +273,177 @@ def _measure(
             ("peak_pct", sampler.peak(name, start, end)),
         )
     }
-    series = scraper.rows + cpu_rows(sampler.samples)
-    write_metrics(cell_dir / "metrics.csv", series)
-    doc["mechanisms"] = {
-        **summarize_metrics(series, start, end),
-        "scrape_failures": scraper.failures,
+    mechanisms = {
+        **summarize_metrics(collected.series, start, end),
+        "scrape_failures": collected.scrape_failures,
     }
-    doc["status"] = "ok"
-    doc["valid"], doc["invalid_reason"] = validity(
-        doc["cpu"]["loadgen_pct"],
-        doc["cpu"]["upstream_pct"],
+    valid, invalid_reason = validity(
+        cpu["loadgen_pct"],
+        cpu["upstream_pct"],
         meta["spawned"],
-        cell.users + SCENARIOS[cell.scenario].extra_users,
+        users + SCENARIOS[cell.scenario].extra_users,
         ctx.pinning.shared_load_core,
     )
+    stalled = bool(meta.get("stalled")) or (
+        metrics["in_flight_at_end"] > 0 and metrics["since_last_completion_s"] >= spec.stall_s
+    )
+    evidence = ""
+    gap_start, gap_end = metrics.pop("gap_bounds")
+    gap_in_flight, gap_errors = metrics.pop("gap_in_flight"), metrics.pop("gap_ended_by_errors")
+    if stalled or metrics["gap_max_s"] >= GAP_NOTE_S:
+        evidence = stall_evidence(
+            gap_end - gap_start,
+            gap_in_flight,
+            sampler.percent("server", gap_start, gap_end),
+            summarize_metrics(collected.series, gap_start, gap_end),
+            spec.tokens_of(cell),
+            gap_errors,
+        )
+    ok = metrics["ok"]
+    server_cpu = cpu["server_pct"]
+    extra = {
+        "cpu_ms_per_req": (
+            round(server_cpu / 100 * (end - start) / ok * 1000, 4)
+            if server_cpu is not None and ok
+            else None
+        ),
+        **upstream_drift(collected.upstream, spec.upstream_latency_ms(cell.scenario)),
+    }
+    return Judged(
+        window=(start, end),
+        metrics=metrics,
+        cpu=cpu,
+        mechanisms=mechanisms,
+        valid=valid,
+        invalid_reason=invalid_reason,
+        stalled=stalled,
+        stall_evidence=evidence,
+        extra=extra,
+    )
+
+
+def stall_evidence(
+    gap_s: float,
+    in_flight: int,
+    server_cpu_pct: float | None,
+    gauges: dict[str, Any],
+    tokens: int,
+    ended_by_errors: int = 0,
+) -> str:
+    """One sentence: the longest time nothing completed, and what the server looked like then."""
+    parts = [f"no completion for {gap_s:.1f} s with {in_flight} in flight"]
+    if server_cpu_pct is not None:
+        parts.append(f"server CPU {server_cpu_pct:.0f}%")
+    in_use, waiting = gauges.get("threadpool_peak_in_use"), gauges.get("threadpool_peak_waiting")
+    if in_use is not None:
+        parts.append(f"threadpool {in_use:.0f}/{tokens} in use, {waiting or 0:.0f} waiting")
+    if (db := gauges.get("db_pool_peak_checked_out")) is not None:
+        parts.append(f"db pool {db:.0f} checked out")
+    if (active := gauges.get("http_pool_peak_active")) is not None:
+        parts.append(
+            f"upstream pool {active:.0f} active, {gauges.get('http_pool_peak_waiting') or 0:.0f}"
+            " waiting"
+        )
+    if ended_by_errors:
+        parts.append(f"ended by {ended_by_errors} errors")
+    return "; ".join(parts)
+
+
+def upstream_stats(ctx: RunContext) -> dict[str, float] | None:
+    """The mock upstream's own counters (GET /stats), None when there is none or it is silent."""
+    if not ctx.upstream_url:
+        return None
+    root = ctx.upstream_url.removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{root}/stats", timeout=2.0) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def stats_delta(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, float] | None:
+    """What the upstream served between two /stats reads."""
+    if not before or not after:
+        return None
+    return {k: after[k] - before[k] for k in after if isinstance(after.get(k), int | float)}
+
+
+def upstream_drift(delta: dict[str, float] | None, configured_ms: float | None) -> dict[str, Any]:
+    """Mean latency the upstream served during the cell, and its drift from the configured one."""
+    if not delta or not delta.get("requests") or configured_ms is None:
+        return {"upstream_served_ms": None, "upstream_drift_ms": None}
+    served = delta["served_ms_sum"] / delta["requests"]
+    return {
+        "upstream_served_ms": round(served, 3),
+        "upstream_drift_ms": round(served - configured_ms, 3),
+    }
+
+
+def cell_document(
+    cell: Cell,
+    spec: MatrixSpec,
+    ctx: RunContext,
+    env: dict[str, str],
+    collected: Collected | None,
+    judged: Judged | None,
+    reason: str,
+) -> dict[str, Any]:
+    """cell.json: the cell, its settings, and what was measured (or why nothing was)."""
+    doc: dict[str, Any] = {
+        "cell_id": cell.cell_id,
+        "scenario": cell.scenario,
+        "variant": cell.variant,
+        "client": cell.client,
+        "arm": cell.arm,
+        "users": cell.users,
+        "repeat": cell.repeat,
+        "status": "ok" if judged is not None else "failed",
+        "reason": reason,
+        "valid": False,
+        "invalid_reason": "",
+        "window_start": None,
+        "window_end": None,
+        "cut_off": None,
+        "settings": cell_settings(cell, spec, env),
+        "env": env,
+        "pinning": ctx.pinning.to_dict(),
+        "cpu": {},
+        "metrics": {},
+        "judged": {},
+        "mechanisms": {},
+        "command": cell_command(cell, spec, ctx, ctx.target or "http://127.0.0.1:<port>"),
+    }
+    if collected is not None:
+        doc["timings"] = {"healthy_s": collected.healthy_s}
+        doc["locust"] = {
+            "returncode": collected.locust.returncode,
+            "timed_out": collected.locust.timed_out,
+            "wall_s": collected.locust.wall_s,
+            **collected.meta,
+        }
+        doc["cut_off"] = collected.meta.get("cut_off")
+        doc["upstream_stats"] = collected.upstream
+        if judged is None:
+            write_metrics(ctx.out / cell.cell_id / "metrics.csv", collected.series)
+    if judged is not None:
+        assert collected is not None
+        write_metrics(ctx.out / cell.cell_id / "metrics.csv", collected.series)
+        doc["window_start"], doc["window_end"] = judged.window
+        doc.update(
+            valid=judged.valid,
+            invalid_reason=judged.invalid_reason,
+            cpu=judged.cpu,
+            metrics=judged.metrics,
+            mechanisms=judged.mechanisms,
+            judged={
+                "stalled": judged.stalled,
+                "stall_evidence": judged.stall_evidence,
+                **judged.extra,
+            },
+        )
+    return doc
 
 
 @contextmanager
@@ -245,6 +468,19 @@ def plan_cells(spec: MatrixSpec, out: Path, resume: bool) -> tuple[list[Cell], l
     return cells, [c for c in cells if not (out / c.cell_id / "cell.json").exists()]
 
 
+def flags(doc: dict[str, Any]) -> list[str]:
+    """What is wrong with a finished cell's numbers, most serious first (empty: nothing)."""
+    judged, metrics = doc.get("judged", {}), doc.get("metrics", {})
+    out = []
+    if judged.get("stalled"):
+        out.append(f"[red]{STALLED.upper()}[/] {judged['stall_evidence']}")
+    if not doc["valid"]:
+        out.append(f"[yellow]INVALID[/] {doc['invalid_reason']}")
+    if metrics.get("steady") is False:
+        out.append(f"[yellow]{NOT_STEADY.upper()}[/] (Little: {metrics['little_ratio']:.2f})")
+    return out
+
+
 def describe(doc: dict[str, Any]) -> str:
     """One progress line for a finished cell."""
     if doc["status"] != "ok":
@@ -252,17 +488,33 @@ def describe(doc: dict[str, Any]) -> str:
     m = doc["metrics"]
     p99 = "-" if m.get("p99_ms") is None else f"{m['p99_ms']:.1f}"
     line = (
-        f"rps={m['rps']:8.1f}  p99={p99:>8} ms  fail={m['failures']:<5} "
-        f"cut={doc['cut_off']:<4} loadgen={doc['cpu'].get('loadgen_pct') or 0:3.0f}%  "
+        f"rps={m['rps']:8.1f}  p99={p99:>8} ms  n={m['requests']:<5} ok={m['ok']:<5} "
+        f"err={m['errors']:<4} timeout={m['timeouts']:<3} censored={m['censored']:<4} "
+        f"loadgen={doc['cpu'].get('loadgen_pct') or 0:3.0f}%  "
         f"server={doc['cpu'].get('server_pct') or 0:3.0f}%"
     )
-    return line + ("" if doc["valid"] else f"  [yellow]INVALID[/] {doc['invalid_reason']}")
+    return "  ".join([line, *flags(doc)])
+
+
+def take_calibration(ctx: RunContext, label: str, console: Console) -> dict[str, Any]:
+    """Measure how fast the machine is right now; a failure is recorded, not raised."""
+    try:
+        entry: dict[str, Any] = {"label": label, **calibrate(ctx.pinning, ctx.python)}
+    except Exception as exc:  # a broken calibration must not cost the run
+        entry = {"label": label, "ts": time.time(), "error": f"{type(exc).__name__}: {exc}"}
+    manifest.add_calibration(ctx.out, entry)
+    shown = ", ".join(f"{k}={v:,.0f}" for k, v in entry.items() if k in CALIBRATION_KEYS)
+    console.print(f"calibration {label}: {shown or entry.get('error')}", soft_wrap=True)
+    return entry
 
 
 def run_matrix(
     spec: MatrixSpec, ctx: RunContext, resume: bool = False, console: Console | None = None
 ) -> list[dict[str, Any]]:
-    """Run every cell still to do, keep summary.csv current; Ctrl-C keeps finished cells."""
+    """Run every cell still to do, keep summary.csv current; Ctrl-C keeps finished cells.
+
+    The machine is calibrated before the first cell and after each pass (repeat).
+    """
     console = console or Console()
     # The orchestrator itself (sampling, bookkeeping) stays off the server's core.
     pin(os.getpid(), ctx.pinning.load)
@@ -287,6 +539,8 @@ def run_matrix(
                 stack.enter_context(run_upstream(ctx, spec))
             stack.enter_context(progress)
             bar = progress.add_task("cells", total=spec.estimate_s(todo))
+            if todo and not ctx.target:
+                take_calibration(ctx, "before" if not resume else "resume", console)
             for i, cell in enumerate(todo, 1):
                 progress.update(bar, description=f"{i}/{len(todo)} {cell.cell_id}")
                 doc = run_cell(cell, spec, ctx)
@@ -295,7 +549,10 @@ def run_matrix(
                 console.print(line, soft_wrap=True)
                 progress.advance(bar, spec.cell_seconds(cell))
                 write_summary(ctx.out, order)
+                last_of_pass = i == len(todo) or todo[i].repeat != cell.repeat
+                if last_of_pass and not ctx.target:
+                    take_calibration(ctx, f"after pass {cell.repeat}", console)
     finally:
         write_summary(ctx.out, order)
-        manifest.finish(ctx.out, run_manifest, docs)
+        manifest.finish(ctx.out, manifest.load(ctx.out) or run_manifest, docs)
     return docs

@@ -1,76 +1,51 @@
-"""From raw per-request rows to one summary row per cell: exact percentiles and validity."""
+"""From raw per-request rows to one summary row per cell: outcomes, exact percentiles, validity.
+
+Every request that started in the window counts, in exactly one outcome. Latency percentiles
+are over `ok` and `censored` requests (censored ones at their age when the cell ended, a lower
+bound); failed requests' latencies are reported apart. Little's law checks the steady state.
+"""
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-# results/README.md is the contract: names and order of summary.csv.
-SUMMARY_COLUMNS = [
-    "scenario",
-    "variant",
-    "client",
-    "users",
-    "repeat",
-    "requests",
-    "failures",
-    "rps",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "max_ms",
-    "ttft_p50_ms",
-    "ttft_p99_ms",
-    "itl_p50_ms",
-    "itl_p99_ms",
-    "probe_requests",
-    "probe_p50_ms",
-    "probe_p99_ms",
-    "probe_max_ms",
-    "loadgen_cpu_pct",
-    "upstream_cpu_pct",
-    "server_cpu_pct",
-    "cut_off",
-    "valid",
-    "invalid_reason",
-    "status",
-    "reason",
-    "cell_id",
-    "duration_s",
-    "warmup_s",
-    "threadpool_tokens",
-    "upstream_latency_ms",
-    "loop_lag_max_ms",
-    "loop_lag_p99_ms",
-    "threadpool_peak_in_use",
-    "threadpool_peak_waiting",
-    "http_pool_peak_active",
-    "http_pool_peak_waiting",
-    "db_pool_peak_checked_out",
-    "server_rss_peak_mb",
-    "overhead_p50_ms",
-    "overhead_p99_ms",
-]
-# Filled from the cell's /metrics series (loadtests/scrape.py).
-MECHANISM_COLUMNS = SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("loop_lag_max_ms") : -2]
+from contract import (
+    CENSORED,
+    ERROR,
+    LITTLE_TOLERANCE,
+    LOAD_CORE_MAX_PCT,
+    LOADGEN_MAX_PCT,
+    MECHANISM_COLUMNS,
+    OK,
+    OUTCOMES,
+    SUMMARY_COLUMNS,
+    SUMMARY_TYPES,
+    TIMEOUT,
+)
 
-INT_COLUMNS = ["users", "repeat", "requests", "failures", "probe_requests", "cut_off"]
-INT_COLUMNS += ["threadpool_tokens"]
-
-# The load side is saturated above this share of its core; its numbers are then its own.
-LOADGEN_MAX_PCT = 90.0
-# Locust and the upstream share one core: together they must leave it some headroom too.
-LOAD_CORE_MAX_PCT = 95.0
+INT_COLUMNS = [c for c, kind in SUMMARY_TYPES.items() if kind == "int"]
 
 
 def load_requests(path: Path) -> pd.DataFrame:
-    """Read a cell's requests.csv."""
+    """Read a cell's requests.csv (an `outcome` column is derived from `ok` in older files)."""
     dtypes = {"ts": float, "kind": str, "name": str, "latency_ms": float, "ok": int}
-    dtypes |= {"app_ms": float, "upstream_ms": float, "db_ms": float}
-    return pd.read_csv(path, dtype=dtypes)
+    dtypes |= {"outcome": str, "app_ms": float, "upstream_ms": float, "db_ms": float}
+    return with_outcomes(pd.read_csv(path, dtype=dtypes), str(path))
+
+
+def with_outcomes(rows: pd.DataFrame, source: str = "requests") -> pd.DataFrame:
+    """Rows with a checked `outcome` column (derived from `ok` where a file predates it)."""
+    if "outcome" not in rows:
+        rows = rows.assign(outcome=np.where(rows["ok"] == 1, OK, ERROR))
+    unknown = set(rows["outcome"].dropna()) - set(OUTCOMES)
+    if unknown:
+        raise ValueError(f"{source}: unknown outcomes {sorted(unknown)}; known: {OUTCOMES}")
+    return rows
 
 
 def percentiles(latencies: Any, qs: tuple[float, ...]) -> list[float | None]:
@@ -81,12 +56,61 @@ def percentiles(latencies: Any, qs: tuple[float, ...]) -> list[float | None]:
     return [float(v) for v in np.percentile(values, qs)]
 
 
-def summarize_requests(rows: pd.DataFrame, start: float, end: float) -> dict[str, Any]:
-    """Counts, rps and latency percentiles of requests that started in [start, end)."""
+@dataclass(frozen=True)
+class Gaps:
+    """Times without a completed request, in the window and the drain."""
+
+    longest_s: float
+    bounds: tuple[float, float]
+    since_last_s: float
+    in_flight: int
+    ended_by_errors: int
+
+
+def completion_gaps(main: pd.DataFrame, start: float, end: float) -> Gaps:
+    """The longest time without a completion in [start, end], and the wait since the last one.
+
+    `end` is when the cell ended; when requests were censored there, the wait from the last
+    completion to it counts as a gap too (they were in flight all that time).
+    """
+    finished = main[main["outcome"] != CENSORED]
+    ends = (finished["ts"] + finished["latency_ms"] / 1000).to_numpy()
+    done = np.sort(ends[(ends >= start) & (ends <= end)])
+    last = float(done[-1]) if done.size else start
+    censored = bool((main["outcome"] == CENSORED).any())
+    points = np.concatenate(([start], done, [end] if censored else []))
+    if points.size < 2:
+        return Gaps(0.0, (start, start), end - last, 0, 0)
+    i = int(np.diff(points).argmax())
+    lo, hi = float(points[i]), float(points[i + 1])
+    mid = (lo + hi) / 2
+    stop = main["ts"] + main["latency_ms"] / 1000
+    in_flight = int(((main["ts"] <= mid) & (stop > mid)).sum())
+    failed = main["outcome"].isin([ERROR, TIMEOUT])
+    ended_by_errors = int((failed & (stop >= hi) & (stop <= hi + 0.5)).sum())
+    return Gaps(hi - lo, (lo, hi), end - last, in_flight, ended_by_errors)
+
+
+def summarize_requests(
+    rows: pd.DataFrame,
+    start: float,
+    end: float,
+    users: int | None = None,
+    cell_end: float | None = None,
+) -> dict[str, Any]:
+    """Outcomes, rps and latency percentiles of the requests that started in [start, end).
+
+    `users` (closed loop) enables the Little's-law check; `cell_end` is when the drain ended.
+    """
+    rows = with_outcomes(rows)
     window = rows[(rows["ts"] >= start) & (rows["ts"] < end)]
     main = window[window["kind"] == "request"]
-    ok = main[main["ok"] == 1]
-    p50, p90, p95, p99, pmax = percentiles(main["latency_ms"], (50, 90, 95, 99, 100))
+    counts = main["outcome"].value_counts()
+    latency = main[main["outcome"].isin([OK, CENSORED])]
+    failed = main[main["outcome"].isin([ERROR, TIMEOUT])]
+    censored = main.loc[main["outcome"] == CENSORED, "latency_ms"]
+    p50, p90, p95, p99, pmax = percentiles(latency["latency_ms"], (50, 90, 95, 99, 100))
+    err_p50, err_max = percentiles(failed["latency_ms"], (50, 100))
     ttft = window.loc[(window["kind"] == "ttft") & (window["ok"] == 1), "latency_ms"]
     itl = window.loc[(window["kind"] == "itl") & (window["ok"] == 1), "latency_ms"]
     # A probe asks "how slow was a trivial request while the load ran": count every probe that
@@ -97,15 +121,27 @@ def summarize_requests(rows: pd.DataFrame, start: float, end: float) -> dict[str
     itl_p50, itl_p99 = percentiles(itl, (50, 99))
     probe_p50, probe_p99, probe_max = percentiles(probe["latency_ms"], (50, 99, 100))
     overhead_p50, overhead_p99 = percentiles(app_overhead(main), (50, 99))
+    seconds = end - start
+    ok = int(counts.get(OK, 0))
+    little = little_ratio(users, len(main), seconds, main["latency_ms"])
+    all_main = rows[rows["kind"] == "request"]
+    gaps = completion_gaps(all_main, start, cell_end or end)
     return {
         "requests": len(main),
-        "failures": int((main["ok"] == 0).sum()),
-        "rps": len(ok) / (end - start) if end > start else None,
+        "ok": ok,
+        "errors": int(counts.get(ERROR, 0)),
+        "timeouts": int(counts.get(TIMEOUT, 0)),
+        "censored": int(counts.get(CENSORED, 0)),
+        "failures": len(failed),
+        "rps": ok / seconds if seconds > 0 else None,
         "p50_ms": p50,
         "p90_ms": p90,
         "p95_ms": p95,
         "p99_ms": p99,
         "max_ms": pmax,
+        "censored_min_ms": float(censored.min()) if len(censored) else None,
+        "error_p50_ms": err_p50,
+        "error_max_ms": err_max,
         "ttft_p50_ms": ttft_p50,
         "ttft_p99_ms": ttft_p99,
         "itl_p50_ms": itl_p50,
@@ -116,7 +152,31 @@ def summarize_requests(rows: pd.DataFrame, start: float, end: float) -> dict[str
         "probe_max_ms": probe_max,
         "overhead_p50_ms": overhead_p50,
         "overhead_p99_ms": overhead_p99,
+        "little_ratio": little,
+        "steady": None if little is None else abs(little - 1) <= LITTLE_TOLERANCE,
+        "gap_max_s": gaps.longest_s,
+        "gap_bounds": gaps.bounds,
+        "gap_in_flight": gaps.in_flight,
+        "gap_ended_by_errors": gaps.ended_by_errors,
+        "since_last_completion_s": gaps.since_last_s,
+        "in_flight_at_end": int((all_main["outcome"] == CENSORED).sum()),
     }
+
+
+def little_ratio(
+    users: int | None, started: int, seconds: float, latencies_ms: pd.Series
+) -> float | None:
+    """users / (arrival rate x mean latency): 1 in a closed loop's steady state (Little's law).
+
+    Censored latencies are lower bounds, so a cell with many pushes the ratio above 1.
+    """
+    if not users or seconds <= 0:
+        return None
+    if started == 0:
+        # Users in the system and none got a new request in: nothing flows, nothing is steady.
+        return math.inf
+    in_system = started / seconds * float(latencies_ms.mean()) / 1000
+    return users / in_system if in_system > 0 else None
 
 
 def app_overhead(rows: pd.DataFrame) -> pd.Series:
@@ -161,7 +221,9 @@ def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
     cpu = cell.get("cpu", {})
     row: dict[str, Any] = {
         **{k: cell.get(k) for k in ("scenario", "variant", "client", "users", "repeat")},
+        "arm": cell.get("arm", ""),
         **cell.get("metrics", {}),
+        **cell.get("judged", {}),
         "loadgen_cpu_pct": cpu.get("loadgen_pct"),
         "upstream_cpu_pct": cpu.get("upstream_pct"),
         "server_cpu_pct": cpu.get("server_pct"),
@@ -174,6 +236,7 @@ def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
         "duration_s": settings.get("duration_s"),
         "warmup_s": settings.get("warmup_s"),
         "threadpool_tokens": settings.get("threadpool_tokens"),
+        "observe": settings.get("observe", True),
         "upstream_latency_ms": settings.get("upstream_latency_ms"),
         **{k: cell.get("mechanisms", {}).get(k) for k in MECHANISM_COLUMNS},
     }

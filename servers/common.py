@@ -7,11 +7,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from servers.errors import install_error_handlers
 from servers.metrics import new_registry, observe
-from servers.settings import Settings
+from servers.settings import Settings, get_settings
 from servers.timing import ServerTimingMiddleware
 
 TITLE = "sync-async lab"
@@ -31,21 +31,37 @@ def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitab
     return metrics
 
 
+async def ready(_request: Request) -> Response:
+    """`GET /ready`, the same `async def` in every app: it needs no thread and touches nothing.
+
+    Unlike `/health` (a `def` in `sync`), it answers while every threadpool token is taken, so a
+    harness can tell a saturated server (ready answers, `/health` waits) from a dead one.
+    """
+    return JSONResponse({"status": "ready"})
+
+
 def create_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
-    """A FastAPI app with the lab's title, OpenAI-style errors, `/metrics` and Server-Timing.
+    """A FastAPI app with the lab's title, errors, `/metrics`, `/ready` and Server-Timing.
 
     The app's lifespan must put its HTTP client and engine on `app.state.http` and
-    `app.state.engine`; the instrumentation wraps it and reads them.
+    `app.state.engine`; the instrumentation wraps it and reads them. `LAB_OBSERVE` is read here,
+    when the app is created (middleware cannot be added once it runs): when false, there is no
+    Server-Timing middleware, no timing hooks and no monitor, and `/metrics` serves only the
+    process collector. The handlers are the same either way.
     """
+    observing = get_settings().observe
 
     @asynccontextmanager
     async def instrumented(app: FastAPI) -> AsyncIterator[None]:
-        async with lifespan(app), observe(app):
+        async with lifespan(app), observe(app, enabled=observing):
             yield
 
     app = FastAPI(title=TITLE, lifespan=instrumented)
     install_error_handlers(app)
+    app.state.observe = observing
     app.state.registry = new_registry()
     app.add_route("/metrics", metrics_endpoint(app.state.registry), include_in_schema=False)
-    app.add_middleware(ServerTimingMiddleware)
+    app.add_route("/ready", ready, include_in_schema=False)
+    if observing:
+        app.add_middleware(ServerTimingMiddleware)
     return app

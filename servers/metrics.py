@@ -125,14 +125,24 @@ def new_registry() -> CollectorRegistry:
 
 
 @contextlib.asynccontextmanager
-async def observe(app: FastAPI) -> AsyncIterator[None]:
-    """Instrument the app's client and engine and run the monitor while the app lives."""
+async def observe(app: FastAPI, enabled: bool = True) -> AsyncIterator[None]:
+    """Instrument the app's client and engine and run the monitor while the app lives.
+
+    The monitor task is `app.state.monitor_task`. With `enabled` false (`LAB_OBSERVE=false`)
+    nothing is installed or started and the task is None; the registry keeps only its process
+    collector, so `/metrics` still answers.
+    """
+    app.state.monitor_task = None
+    if not enabled:
+        yield
+        return
     engine: Engine = getattr(app.state.engine, "sync_engine", app.state.engine)
     instrument_client(app.state.http)
     instrument_engine(engine)
     registry: CollectorRegistry = app.state.registry
     monitor = Monitor(registry)
     task = asyncio.create_task(monitor.run(app, engine))
+    app.state.monitor_task = task
     try:
         yield
     finally:

@@ -1,8 +1,8 @@
-"""What the mock upstream answers, decided from settings, headers and body: pure, no I/O."""
+"""What the mock upstream answers (from settings, headers and body) and its served tally: pure."""
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, get_args
 
 from servers.latency import LatencyModel, choose_fault, count_prompt_tokens, token_text
@@ -29,6 +29,43 @@ class Plan:
     @property
     def tokens(self) -> int:
         return len(self.delays)
+
+    @property
+    def configured_s(self) -> float:
+        """The latency the model asked for: TTFT + ITL x (tokens - 1), jitter included."""
+        return sum(self.delays)
+
+
+@dataclass
+class ServedStats:
+    """What the mock really served next to what its latency model asked for, summed.
+
+    A request counts once its body is complete and it had no fault: 400s, the 429/500/503
+    answers, `stall` (its wait is not the model's) and `abort` are left out, and so is a stream
+    the client left early. `served` runs from the handler's start to the last byte handed to the
+    server; `ttft` to the first content token handed over (for a non-streaming reply, the whole
+    body, so it equals `served`). `open_streams` counts streams under way, whatever their fate.
+
+    The mock is one process with one event loop and nothing awaits between reading and writing
+    these numbers, so plain attributes are enough: no locks.
+    """
+
+    requests: int = 0
+    served_ms_sum: float = 0.0
+    configured_ms_sum: float = 0.0
+    ttft_ms_sum: float = 0.0
+    open_streams: int = 0
+
+    def record(self, served_s: float, configured_s: float, ttft_s: float) -> None:
+        """Count one completed request."""
+        self.requests += 1
+        self.served_ms_sum += served_s * 1000
+        self.configured_ms_sum += configured_s * 1000
+        self.ttft_ms_sum += ttft_s * 1000
+
+    def to_dict(self) -> dict[str, int | float]:
+        """The `GET /stats` body."""
+        return asdict(self)
 
 
 def _header_float(headers: Mapping[str, str], name: str, default: float) -> float:

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # anyio's default limiter is what runs every `def` endpoint and sync dependency.
     threadpool_tokens: int = Field(40, ge=1)
 
+    # The lab's own instrumentation: the /metrics monitor, Server-Timing and the timing hooks on
+    # the HTTP client and the engine. Off measures what observing costs (the observer effect).
+    observe: bool = True
+
     # Database: SQLAlchemy's QueuePool defaults.
     db_path: Path = Path(tempfile.gettempdir()) / "sync-async-lab.sqlite3"
     db_pool_size: int = Field(5, ge=1)

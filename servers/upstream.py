@@ -5,13 +5,14 @@ import itertools
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from servers import mock
 from servers.errors import error_body
@@ -29,6 +30,7 @@ class MockAbort(Exception):
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.settings = get_settings()
     app.state.rng = random.Random(app.state.settings.mock_seed)
+    app.state.stats = mock.ServedStats()
     yield
 
 
@@ -48,16 +50,50 @@ async def list_models(request: Request) -> Response:
     return JSONResponse(mock.models(int(time.time())))
 
 
-async def _stream(plan: mock.Plan, completion_id: str, created: int) -> AsyncIterator[bytes]:
-    for i, delay in enumerate(plan.delays):
-        if plan.fault == "abort" and i == plan.tokens // 2:
-            raise MockAbort("mock fault: stream aborted")
-        await asyncio.sleep(delay)
-        yield sse_data(mock.chunk(plan, completion_id, created, mock.token_delta(i)))
-    yield sse_data(mock.chunk(plan, completion_id, created, {}, plan.finish_reason))
-    if plan.include_usage:
-        yield sse_data(mock.usage_chunk(plan, completion_id, created))
-    yield DONE
+async def stats(request: Request) -> Response:
+    """Served vs configured latency and open streams, since the mock started (`ServedStats`)."""
+    return JSONResponse(request.app.state.stats.to_dict())
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its generator however the response ends, so the generator's `finally` runs now.
+
+    Starlette leaves a generator that the client abandoned to the garbage collector.
+    """
+
+    def __init__(self, content: AsyncGenerator[bytes, None], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self._generator = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._generator.aclose()
+
+
+async def _stream(
+    plan: mock.Plan, completion_id: str, created: int, stats: mock.ServedStats, started: float
+) -> AsyncGenerator[bytes, None]:
+    # A stream is open from its first step to its end, abort or disconnect included.
+    stats.open_streams += 1
+    try:
+        ttft_s = 0.0
+        for i, delay in enumerate(plan.delays):
+            if plan.fault == "abort" and i == plan.tokens // 2:
+                raise MockAbort("mock fault: stream aborted")
+            await asyncio.sleep(delay)
+            yield sse_data(mock.chunk(plan, completion_id, created, mock.token_delta(i)))
+            if i == 0:  # resumed: the server has taken the first token
+                ttft_s = time.perf_counter() - started
+        yield sse_data(mock.chunk(plan, completion_id, created, {}, plan.finish_reason))
+        if plan.include_usage:
+            yield sse_data(mock.usage_chunk(plan, completion_id, created))
+        yield DONE
+        if plan.fault == "none":
+            stats.record(time.perf_counter() - started, plan.configured_s, ttft_s)
+    finally:
+        stats.open_streams -= 1
 
 
 async def _aborted_body(body: bytes) -> AsyncIterator[bytes]:
@@ -67,6 +103,7 @@ async def _aborted_body(body: bytes) -> AsyncIterator[bytes]:
 
 async def chat_completions(request: Request) -> Response:
     """A chat completion after the latency model's delays; faults when asked for."""
+    started = time.perf_counter()
     settings = request.app.state.settings
     try:
         body = json.loads(await request.body())
@@ -84,14 +121,19 @@ async def chat_completions(request: Request) -> Response:
         await asyncio.sleep(settings.mock_stall_s)
     completion_id = f"chatcmpl-mock-{next(_ids)}"
     created = int(time.time())
+    stats = request.app.state.stats
     if body.get("stream"):
-        return StreamingResponse(_stream(plan, completion_id, created), media_type=MEDIA_TYPE)
-    await asyncio.sleep(sum(plan.delays))
+        body_iterator = _stream(plan, completion_id, created, stats, started)
+        return ClosingStreamingResponse(body_iterator, media_type=MEDIA_TYPE)
+    await asyncio.sleep(plan.configured_s)
     content = json.dumps(
         mock.completion(plan, completion_id, created), separators=(",", ":")
     ).encode()
     if plan.fault == "abort":
         return StreamingResponse(_aborted_body(content), media_type="application/json")
+    if plan.fault == "none":
+        served_s = time.perf_counter() - started
+        stats.record(served_s, plan.configured_s, served_s)
     return Response(content, media_type="application/json")
 
 
@@ -99,6 +141,7 @@ app = Starlette(
     routes=[
         Route("/health", health),
         Route("/v1/models", list_models),
+        Route("/stats", stats),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     ],
     lifespan=lifespan,

@@ -2,11 +2,12 @@
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+import contract
 from loadtests.matrix import Cell as MatrixCell
 
 USERS = (10, 50, 200)
@@ -39,29 +40,61 @@ CELLS: tuple[tuple[str, str, str], ...] = (
     ("mixed", "blocking", "-"),
 )
 
-SUMMARY_HEADER = (
-    "scenario variant client users repeat requests failures rps p50_ms p90_ms p95_ms p99_ms "
-    "max_ms ttft_p50_ms ttft_p99_ms itl_p50_ms itl_p99_ms probe_requests probe_p50_ms "
-    "probe_p99_ms probe_max_ms loadgen_cpu_pct upstream_cpu_pct server_cpu_pct cut_off valid "
-    "invalid_reason status reason cell_id duration_s warmup_s threadpool_tokens "
-    "upstream_latency_ms loop_lag_max_ms loop_lag_p99_ms threadpool_peak_in_use "
-    "threadpool_peak_waiting http_pool_peak_active http_pool_peak_waiting "
-    "db_pool_peak_checked_out server_rss_peak_mb overhead_p50_ms overhead_p99_ms"
-).split()
+# The orchestrator's summary.csv: every contract column, in the contract's order.
+SUMMARY_HEADER = list(contract.SUMMARY_COLUMNS)
 # Cells whose metrics.csv the fixture writes; the others have none, as a run from before issue 5.
 METRICS_CELLS = frozenset(
     f"chat__{variant}-httpx__u200__r1" for variant in ("sync", "async", "blocking")
 )
 T0 = 1.7e9  # a cell's first scrape; the measured window is T0 + 3 .. T0 + 13
 SWEEP_TOKENS = (10, 40, 100, 400)
-MECHANISM_COLUMNS = SUMMARY_HEADER[SUMMARY_HEADER.index("loop_lag_max_ms") :] + ["server_cpu_pct"]
+MECHANISM_COLUMNS = [*contract.MECHANISM_COLUMNS, "overhead_p50_ms", "overhead_p99_ms"]
+MECHANISM_COLUMNS.append("server_cpu_pct")
 SWEEP_USERS = (50, 200)
 SECRET = "sk-fixture-secret"
+# The observer-effect arm: these cells again with the server's monitor off, 3% faster.
+NOOBS = "noobs"
+ARM_CELLS: tuple[tuple[str, str, str, int], ...] = (
+    ("chat", "sync", "httpx", 50),
+    ("chat", "async", "httpx", 50),
+)
+ARM_SPEEDUP = 1.03
+UPSTREAM_DRIFT_MS = 1.5
+# manifest.json `calibration`: before the run and after each pass, within 2% of each other.
+CALIBRATION = [
+    {"label": "before", "ts": 1795867200.0, "python_loop_per_s": 2.0e7, "asgi_hello_per_s": 9000.0},
+    {
+        "label": "after pass 1",
+        "ts": 1795867800.0,
+        "python_loop_per_s": 1.98e7,
+        "asgi_hello_per_s": 8900.0,
+    },
+    {
+        "label": "after pass 2",
+        "ts": 1795868400.0,
+        "python_loop_per_s": 2.02e7,
+        "asgi_hello_per_s": 9050.0,
+    },
+]
+
+_MATRIX_HAS_ARM = "arm" in {f.name for f in fields(MatrixCell)}
 
 
 @dataclass(frozen=True)
 class Cell(MatrixCell):
     """One cell x repeat of the fixture run, named exactly as the orchestrator names its cells."""
+
+    if not _MATRIX_HAS_ARM:
+        # Until loadtests.matrix.Cell has it: the arm goes into the id as `__<arm>` before `__r`.
+        arm: str = ""
+
+        @property
+        def cell_id(self) -> str:
+            base = super().cell_id
+            if not self.arm:
+                return base
+            head, _, repeat = base.rpartition("__r")
+            return f"{head}__{self.arm}__r{repeat}"
 
     @property
     def io(self) -> bool:
@@ -88,16 +121,31 @@ def summary_row(cell: Cell) -> dict[str, object]:
     """One summary.csv row with numbers consistent with Little's law."""
     jitter = 0.98 if cell.repeat == 1 else 1.02
     rps = expected_rps(cell.scenario, cell.variant, cell.client, cell.users) * jitter
+    if cell.arm:
+        rps *= ARM_SPEEDUP
     mean_ms = cell.users / rps * 1000
+    requests = round(rps * 10)
+    server_cpu = 100.0 if cell.scenario in ("hello", "cpu") else 60.0
     row: dict[str, object] = dict.fromkeys(SUMMARY_HEADER, "")
     row.update(
         scenario=cell.scenario,
         variant=cell.variant,
         client=cell.client,
+        arm=cell.arm,
         users=cell.users,
         repeat=cell.repeat,
-        requests=round(rps * 10),
+        requests=requests,
+        ok=requests,
+        errors=0,
+        timeouts=0,
+        censored=0,
         failures=0,
+        little_ratio=0.99 if cell.repeat == 1 else 1.01,
+        steady=True,
+        gap_max_s=round(mean_ms * 3.5 / 1000, 3),
+        stalled=False,
+        cpu_ms_per_req=round(server_cpu * 10 / rps, 4),
+        observe=not cell.arm,
         rps=round(rps, 2),
         p50_ms=round(mean_ms * 0.95, 2),
         p90_ms=round(mean_ms * 1.3, 2),
@@ -108,7 +156,7 @@ def summary_row(cell: Cell) -> dict[str, object]:
         max_ms=round(mean_ms * 3.5, 2),
         loadgen_cpu_pct=96.0 if cell.cell_id == SATURATED_CELL else 55.0,
         upstream_cpu_pct=30.0 if cell.io else "",
-        server_cpu_pct=100.0 if cell.scenario in ("hello", "cpu") else 60.0,
+        server_cpu_pct=server_cpu,
         cut_off=0,
         valid=True,
         status="ok",
@@ -117,6 +165,8 @@ def summary_row(cell: Cell) -> dict[str, object]:
         warmup_s=3.0,
         threadpool_tokens=cell.tokens or TOKENS,
         upstream_latency_ms=CHAT_LATENCY_MS if cell.io else "",
+        upstream_served_ms=CHAT_LATENCY_MS + UPSTREAM_DRIFT_MS if cell.io else "",
+        upstream_drift_ms=UPSTREAM_DRIFT_MS if cell.io else "",
     )
     blocked = cell.variant == "blocking" and cell.io
     row.update(
@@ -145,7 +195,10 @@ def summary_row(cell: Cell) -> dict[str, object]:
         row.update(valid=False, invalid_reason="load generator above 90% CPU", loadgen_cpu_pct=99.0)
     if cell.cell_id == FAILED_CELL:
         row.update(
-            dict.fromkeys(("requests", "failures", "rps", "p50_ms", "p99_ms", "p90_ms"), ""),
+            dict.fromkeys(
+                ("requests", "ok", "failures", "rps", "p50_ms", "p99_ms", "p90_ms", "little_ratio"),
+                "",
+            ),
             valid=False,
             status="failed",
             reason="server did not answer /health within 30 s",
@@ -233,6 +286,7 @@ MANIFEST: dict[str, object] = {
         "db_pool_size": 5,
     },
     "sessions": [{"start": 1795867200.0, "end": 1795868400.0, "cells_planned": 40}],
+    "calibration": CALIBRATION,
     "extra_key_from_a_newer_orchestrator": {"anything": True},
 }
 
@@ -243,6 +297,9 @@ def write_run(root: Path, *, raw: bool = True, seed: int = 7) -> Path:
     run.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     rows = [summary_row(Cell(s, v, c, u, r)) for s, v, c in CELLS for u in USERS for r in REPEATS]
+    rows += [
+        summary_row(Cell(s, v, c, u, r, arm=NOOBS)) for s, v, c, u in ARM_CELLS for r in REPEATS
+    ]
     with (run / "summary.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
         writer.writeheader()

@@ -11,9 +11,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import contract
 from servers.timing import instrument_client
 
-VARIANTS = ("sync", "async", "blocking")
+VARIANTS = contract.VARIANTS
 UPSTREAM_BASE = "http://upstream.test/v1"
 SEED_ROWS = 50
 CHAT_BODY = {"model": "mock", "messages": [{"role": "user", "content": "hello there"}]}

@@ -11,19 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis import plots_mechanism as pm  # noqa: E402
-from analysis.charts import threadpool_chart  # noqa: E402
-from analysis.load import (  # noqa: E402
-    RunFormatError,
-    load_metrics,
-    load_run,
-    load_window,
-    metric_series,
-)
-from analysis.report import write_report
-from analysis.report_why import why_column  # noqa: E402
-from analysis.styles import add_style  # noqa: E402
-from analysis.sweep import (  # noqa: E402
+from analysis.judge.sweep import (  # noqa: E402
     Gap,
     aggregate_sweep,
     gap_text,
@@ -31,9 +19,27 @@ from analysis.sweep import (  # noqa: E402
     reference_row,
     sweep_scenarios,
 )
-from analysis.transform import aggregate, at_reference_tokens  # noqa: E402
-from analysis.verdict import Verdict  # noqa: E402
-from analysis.why import NOTHING, Limits, explain, explained_styles, mechanisms  # noqa: E402
+from analysis.judge.transform import Stall, aggregate, at_reference_tokens  # noqa: E402
+from analysis.judge.verdict import Verdict  # noqa: E402
+from analysis.judge.why import (  # noqa: E402
+    NOTHING,
+    Limits,
+    explain,
+    explained_styles,
+    mechanisms,
+)
+from analysis.load import (  # noqa: E402
+    RunFormatError,
+    load_metrics,
+    load_run,
+    load_window,
+    metric_series,
+)
+from analysis.plot import mechanism as pm  # noqa: E402
+from analysis.plot.charts import threadpool_chart  # noqa: E402
+from analysis.plot.styles import add_style  # noqa: E402
+from analysis.report import write_report  # noqa: E402
+from analysis.report.why_blocks import why_column  # noqa: E402
 from tests.analysis_fixtures import MANIFEST, T0, write_run, write_sweep_run  # noqa: E402
 
 SYNC_200 = "chat__sync-httpx__u200__r1"
@@ -151,6 +157,13 @@ def test_why_column_says_when_nothing_was_recorded() -> None:
     assert only_cpu == {"hello": f"{NOTHING} (only server CPU recorded)"}
     scraped = why_column(agg(server_cpu_pct=50.0, loop_lag_max_ms=3.0), [v], Limits())
     assert scraped == {"hello": NOTHING}
+    # A style that stalled at the verdict's load is named first, with its evidence.
+    stall = Stall("hello", "blocking", 50, 3, 3, "threadpool 40/40 in use, 160 waiting")
+    named = why_column(agg(server_cpu_pct=50.0, loop_lag_max_ms=3.0), [v], Limits(), [stall])
+    assert named == {
+        "hello": "`blocking` stalled at 50 users in 3 of 3 repeats: threadpool 40/40 in use, "
+        "160 waiting"
+    }
 
 
 # --- metrics.csv -----------------------------------------------------------------------------
@@ -299,6 +312,7 @@ def test_sweep_report_section_and_chart(tmp_path: Path) -> None:
     names = {p.name for p in files.charts}
     assert names == {
         "overview.png",
+        "cpu_per_request.png",
         "chat_throughput.png",
         "chat_latency.png",
         "chat_threadpool_sweep.png",

@@ -14,17 +14,18 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from analysis import plots  # noqa: E402
 from analysis.__main__ import main  # noqa: E402
-from analysis.compare import compare_frames, direction  # noqa: E402
+from analysis.judge.transform import MissingColumnError, aggregate, excluded  # noqa: E402
+from analysis.judge.verdict import judge  # noqa: E402
 from analysis.load import load_run  # noqa: E402
+from analysis.plot import charts, plots  # noqa: E402
 from analysis.report import write_report  # noqa: E402
-from analysis.transform import MissingColumnError, aggregate, excluded, scenarios  # noqa: E402
-from analysis.verdict import compute_verdicts  # noqa: E402
+from analysis.report.compare import compare_frames, direction, plot_change  # noqa: E402
 from tests.analysis_fixtures import MECHANISM_COLUMNS, SECRET, write_run  # noqa: E402
 
 EXPECTED_CHARTS = {
     "overview.png",
+    "cpu_per_request.png",
     *(
         f"{s}_{c}.png"
         for s in ("hello", "chat", "chat_stream", "cpu", "mixed")
@@ -39,11 +40,25 @@ EXPECTED_CHARTS = {
 }
 
 
+# Every chart's axes as saved: (file name, title, x label, y label) per axes with data.
+SAVED_AXES: list[tuple[str, str, str, str]] = []
+
+
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture run with its report written once for every test here (rendering is slow)."""
     run = write_run(tmp_path_factory.mktemp("report"))
-    assert main(["report", str(run)]) == 0
+    save = charts._save
+
+    def recording_save(fig, path: Path) -> None:
+        for ax in fig.axes:
+            if ax.has_data():
+                SAVED_AXES.append((path.name, ax.get_title(), ax.get_xlabel(), ax.get_ylabel()))
+        save(fig, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(charts, "_save", recording_save)
+        assert main(["report", str(run)]) == 0
     return run
 
 
@@ -54,23 +69,35 @@ def agg(reported: Path) -> pd.DataFrame:
 
 def test_plot_functions_draw_on_the_given_ax(agg: pd.DataFrame, reported: Path) -> None:
     run = load_run(reported)
-    verdicts = compute_verdicts(agg, scenarios(run.summary))
-    fig, axes = plt.subplots(2, 3)
+    judged = judge(run.summary)
+    table = compare_frames(agg, agg)
+    fig, axes = plt.subplots(2, 4)
     try:
         calls = [
             lambda ax: plots.plot_throughput(ax, agg, "chat", excluded(run.summary)),
             lambda ax: plots.plot_percentiles(ax, agg, "chat"),
             lambda ax: plots.plot_percentiles(ax, agg, "chat_stream", prefix="ttft_", what="TTFT"),
             lambda ax: plots.plot_cdf(ax, {"sync": np.array([1.0, 2.0, 3.0])}, "chat", 50),
-            lambda ax: plots.plot_advantage(ax, verdicts, "rps"),
-            lambda ax: plots.plot_advantage(ax, verdicts, "p99"),
+            lambda ax: plots.plot_advantage(ax, judged.verdicts, "lead"),
+            lambda ax: plots.plot_advantage(ax, judged.verdicts, "tail"),
+            lambda ax: plots.plot_cpu_per_request(ax, judged.counted, judged.verdicts),
+            lambda ax: plot_change(ax, table, "rps"),
         ]
         for ax, call in zip(axes.flat, calls, strict=True):
             assert call(ax) is ax
-            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() or ax.get_yticklabels()
+            # A title and both axis labels, also where y is categorical (scenario names).
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
             assert ax.has_data()
     finally:
         plt.close(fig)
+
+
+def test_every_saved_chart_has_a_title_and_both_axis_labels(reported: Path) -> None:
+    assert {name for name, *_ in SAVED_AXES} == EXPECTED_CHARTS
+    unlabelled = [axes for axes in SAVED_AXES if not all(axes[1:])]
+    assert unlabelled == []
+    cpu = [axes for axes in SAVED_AXES if axes[0] == "cpu_per_request.png"]
+    assert cpu and "(ms" in cpu[0][3]  # units on the axis
 
 
 def test_throughput_chart_draws_ideal_and_threadpool_marker(agg: pd.DataFrame) -> None:
@@ -131,7 +158,7 @@ def test_markdown_report_links_every_chart(reported: Path) -> None:
     assert md.startswith("# def or async def?")
     links = set(re.findall(r"\]\(charts/([^)]+)\)", md))
     assert links == EXPECTED_CHARTS
-    assert "| scenario | users | winner |" in md
+    assert "| scenario | users | judged by | winner |" in md
 
 
 def test_report_without_raw_files_skips_the_distribution(tmp_path: Path) -> None:
@@ -168,9 +195,15 @@ def test_compare_two_runs(reported: Path, tmp_path: Path) -> None:
     frame.loc[faster, "rps"] = (frame.loc[faster, "rps"].astype(float) * 1.6).astype(str)
     frame.to_csv(b / "summary.csv", index=False)
     table = compare_frames(aggregate(load_run(reported).summary), aggregate(load_run(b).summary))
-    changed = table[table["rps_change"] != "noise"]
+    changed = table[table["rps_change"].isin(["up", "down"])]
     assert set(changed["scenario"]) == {"chat"} and set(changed["style"]) == {"sync"}
     assert (changed["rps_change"] == "up").all()
+    # An invalid or failed repeat leaves one: no interval, so no change is claimed either way.
+    single = table[table["rps_change"] == "one repeat"]
+    assert list(zip(single["scenario"], single["style"], single["users"], strict=True)) == [
+        ("chat", "sync", 200),
+        ("chat_stream", "blocking", 200),
+    ]
     assert main(["compare", str(reported), str(b)]) == 0
     out = b / f"compare-vs-{reported.name}"
     assert (out / "compare.png").stat().st_size > 15_000
@@ -179,15 +212,22 @@ def test_compare_two_runs(reported: Path, tmp_path: Path) -> None:
     assert (out / "compare.html").read_text().count("data:image/png;base64,") == 1
 
 
-def test_report_with_no_valid_cell_still_renders(tmp_path: Path) -> None:
+def test_report_with_no_valid_cell_still_renders_and_lists_every_warning(tmp_path: Path) -> None:
     run = write_run(tmp_path, raw=False)
     frame = pd.read_csv(run / "summary.csv", dtype=str, keep_default_na=False)
     frame["valid"] = "False"
-    frame["invalid_reason"] = "load generator at 99% of its core"
+    # Not the load side alone: no scenario may count these cells, even one judged by CPU/req.
+    frame["invalid_reason"] = "reached 150 of 200 users"
     frame.to_csv(run / "summary.csv", index=False)
     files = write_report(run)
     assert files.charts == []
     md = files.markdown.read_text()
     assert "not enough valid cells" in md and "no valid cells, no charts" in md
-    # 95 invalid + 1 failed cells: the first 40 are listed, the rest counted.
-    assert md.count("**invalid cell**") == 39 and f"and {len(frame) - 40} more warnings" in md
+    # Every invalid cell is listed, none cut off, under a heading with the group's count.
+    invalid = frame[frame["status"] == "ok"]
+    warnings = md[md.index("\n## Warnings") :]
+    assert f"### invalid cell ({len(invalid)})" in warnings
+    assert all(f"`{c}`: reached 150 of 200 users" in warnings for c in invalid["cell_id"])
+    assert "more warnings" not in md
+    # The opening counts them too.
+    assert f"| invalid | {len(invalid)} ({len(invalid) / len(frame):.1%}) |" in md

@@ -12,13 +12,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtests.summary import SUMMARY_COLUMNS
+from contract import SUMMARY_COLUMNS
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--scenarios", "chat", "--users", "5", "--warmup", "1", "--duration", "2"]
-TINY += ["--repeats", "1", "--grace", "5"]
+QUICK = str(REPO / "loadtests" / "matrices" / "quick.toml")
+TINY = ["--matrix", QUICK, "--scenarios", "chat", "--users", "5", "--warmup", "1"]
+# A non-default token count, so a slip in the settings plumbing cannot pass as the default.
+TINY += ["--duration", "2", "--window-max", "2", "--repeats", "1", "--threadpool-tokens", "7"]
 CELL_FILES = {
     "cell.json",
     "requests.csv",
@@ -66,7 +68,7 @@ def bench(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 def read_summary(run: Path) -> list[dict[str, str]]:
     with open(run / "summary.csv") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == SUMMARY_COLUMNS
+        assert reader.fieldnames == list(SUMMARY_COLUMNS)
         return list(reader)
 
 
@@ -81,7 +83,13 @@ def test_tiny_matrix(tmp_path: Path) -> None:
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["git"]["commit"] and manifest["versions"]["locust"]
     assert manifest["machine"]["cpu_count"] and manifest["end"] >= manifest["start"]
-    assert manifest["server_settings"]["threadpool_tokens"] == 40
+    assert manifest["server_settings"]["threadpool_tokens"] == 7
+    # Calibrated before the run and after its one pass.
+    labels = [c["label"] for c in manifest["calibration"]]
+    assert labels == ["before", "after pass 1"], manifest["calibration"]
+    assert all(
+        c["python_loop_per_s"] > 0 and c["asgi_hello_per_s"] > 0 for c in manifest["calibration"]
+    )
 
     rows = read_summary(run)
     assert [r["cell_id"] for r in rows] == [
@@ -91,13 +99,27 @@ def test_tiny_matrix(tmp_path: Path) -> None:
     for row in rows:
         assert CELL_FILES <= {p.name for p in (run / row["cell_id"]).iterdir()}
         assert row["status"] == "ok", row["reason"]
-        assert row["failures"] == "0" and row["cut_off"] == "0"
+        assert row["failures"] == "0" and row["cut_off"] == "0" and row["censored"] == "0"
+        assert int(row["requests"]) == int(row["ok"]) > 0
+        assert row["stalled"] == "False" and row["steady"] == "True", row["little_ratio"]
+        assert row["threadpool_tokens"] == "7"
+        # The mock upstream's own clock: what it served, against the 50 ms configured.
+        assert 45 <= float(row["upstream_served_ms"]) <= 100
         # 5 users against a 50 ms upstream: at most 100 req/s, and surely more than 10.
         assert 10 < float(row["rps"]) <= 110
         assert 50 <= float(row["p50_ms"]) <= float(row["p99_ms"]) <= float(row["max_ms"])
-        assert row["upstream_latency_ms"] == "50.000"
+        assert float(row["upstream_latency_ms"]) == 50
         cell = json.loads((run / row["cell_id"] / "cell.json").read_text())
-        assert cell["window_end"] - cell["window_start"] == pytest.approx(2.0)
+        assert cell["window_end"] - cell["window_start"] == pytest.approx(2.0, abs=0.1)
+        assert cell["env"]["LAB_THREADPOOL_TOKENS"] == "7"
+        # The server itself ran with 7 tokens: its /metrics said so.
+        with open(run / row["cell_id"] / "metrics.csv") as f:
+            totals = {
+                r["value"]
+                for r in csv.DictReader(f)
+                if r["metric"] == "lab_threadpool_tokens_total"
+            }
+        assert totals == {"7.0"}
         assert cell["cpu"]["server_pct"] is not None
         # The server's own view: Server-Timing per request, /metrics gauges per cell.
         assert float(row["overhead_p50_ms"]) >= 0
@@ -112,10 +134,15 @@ def test_tiny_matrix(tmp_path: Path) -> None:
 def test_interrupt_keeps_finished_cells_and_no_process(tmp_path: Path) -> None:
     run, env = tmp_path / "run", bench_env(tmp_path)
     proc = bench([*TINY, "--variants", "sync,async,blocking", "--out", str(run)], env)
+    # Wait until the second cell is under way: the first is done, the next server and Locust run.
     deadline = time.monotonic() + 60
-    while not list(run.glob("*/cell.json")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.5)  # into the second cell: its server and Locust are running
+    while time.monotonic() < deadline:
+        running = " ".join(leftovers(env))
+        if list(run.glob("*/cell.json")) and "-m servers" in running and "-m locust" in running:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the second cell never started")
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130, out

@@ -174,3 +174,51 @@ def test_metrics_see_the_upstream_pool_and_server_timing(proxy: tuple[str, str])
     states = {s.labels["state"] for s in families["lab_http_pool_connections"].samples}
     assert {"active", "waiting"} <= states
     assert families["lab_event_loop_lag_seconds"].samples
+
+
+def test_observe_off_in_a_real_server(upstream_url: str, tmp_path: Path) -> None:
+    """`LAB_OBSERVE=false` as the benchmark sets it: in the environment of a fresh process."""
+    env = {
+        "LAB_OBSERVE": "false",
+        "LAB_UPSTREAM_URL": f"{upstream_url}/v1",
+        "LAB_DB_PATH": str(tmp_path / "items.sqlite3"),
+        "LAB_DB_SEED_ROWS": "10",
+    }
+    with run_server("sync", tmp_path / "log", env, python=sys.executable) as (_, url):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            chat = client.post("/v1/chat/completions", json=CHAT)
+            item = client.get("/items/1")
+            time.sleep(0.3)  # the monitor, were it running, would have sampled by now
+            metrics = client.get("/metrics")
+            ready = client.get("/ready")
+    assert chat.status_code == 200 and "server-timing" not in chat.headers
+    assert item.status_code == 200 and "server-timing" not in item.headers
+    assert metrics.status_code == 200 and "process_cpu_seconds_total" in metrics.text
+    assert "lab_" not in metrics.text
+    assert ready.json() == {"status": "ready"}
+
+
+def test_upstream_stats_in_a_real_process(tmp_path: Path) -> None:
+    with run_server("upstream", tmp_path / "log", python=sys.executable) as (_, url):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            headers = {"x-mock-ttft-ms": "40", "x-mock-itl-ms": "0"}
+            body = {**CHAT, "max_tokens": 1}
+            for _ in range(4):
+                assert client.post("/v1/chat/completions", json=body, headers=headers).is_success
+            slow = {"x-mock-ttft-ms": "1", "x-mock-itl-ms": "200"}
+            with client.stream(
+                "POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers=slow
+            ) as r:
+                assert next(r.iter_lines()).startswith("data:")
+                assert client.get("/stats").json()["open_streams"] == 1
+            # The client hung up mid-stream: uvicorn tells the app, the stream closes.
+            deadline = time.monotonic() + 3
+            while (stats := client.get("/stats").json())["open_streams"] and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+    assert stats["open_streams"] == 0
+    assert stats["requests"] == 4
+    assert stats["configured_ms_sum"] == pytest.approx(4 * 40)
+    assert 40 - 2 <= stats["served_ms_sum"] / 4 <= 40 + 60, stats
+    assert stats["ttft_ms_sum"] == pytest.approx(stats["served_ms_sum"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.cli import BenchOptions, main
-from loadtests.locust_runner import LocustRun, locust_command, merge_meta, merge_raw
+from loadtests.locust_runner import Clock, LocustRun, locust_command, merge_meta, merge_raw
 from loadtests.matrix import Cell, MatrixSpec
 from loadtests.process import CpuSampler, Pinning
 from loadtests.runner import RunContext, cell_command, plan_cells, run_cell, server_env
@@ -45,8 +45,7 @@ def test_locust_command(
         host="http://127.0.0.1:9",
         users=users,
         spawn_rate=1000,
-        run_time_s=3.5,
-        stop_timeout_s=20,
+        clock=Clock(0.5, 2.0, 3.0, 1000, 20.0, 12.0),
         cell_dir=tmp_path,
         options={"max_tokens": 4},
     )
@@ -54,9 +53,13 @@ def test_locust_command(
     assert option(cmd, "-f").endswith(SCENARIOS[scenario].locustfile)
     assert cmd[5 : 5 + len(classes)] == classes
     assert option(cmd, "--users") == expected_users
-    assert option(cmd, "--run-seconds") == "3.5"
-    assert option(cmd, "--run-time") == "6s"  # a backstop in whole seconds
-    assert option(cmd, "--stop-timeout") == "20s"
+    assert option(cmd, "--warmup-seconds") == "0.5"
+    assert option(cmd, "--window-min") == "2" and option(cmd, "--window-max") == "3"
+    assert option(cmd, "--sample-target") == "1000"
+    assert option(cmd, "--grace-seconds") == "20" and option(cmd, "--stall-seconds") == "12"
+    # The locustfile's clock ends the run; these whole-second limits are backstops.
+    assert option(cmd, "--run-time") == "6s"
+    assert option(cmd, "--stop-timeout") == "22s"
     assert option(cmd, "--csv") == str(tmp_path / "locust")
     assert option(cmd, "--html") == str(tmp_path / "locust.html")
     assert option(cmd, "--max-tokens") == "4"
@@ -65,7 +68,8 @@ def test_locust_command(
 
 
 def test_locust_processes(tmp_path: Path) -> None:
-    cmd = locust_command(SCENARIOS["hello"], "http://h", 1, 1, 1, 0, tmp_path, {}, processes=4)
+    clock = Clock(0, 1, 1, 0, 0, 0)
+    cmd = locust_command(SCENARIOS["hello"], "http://h", 1, 1, clock, tmp_path, {}, processes=4)
     assert option(cmd, "--processes") == "4"
 
 
@@ -74,7 +78,8 @@ def test_cell_command_and_env(tmp_path: Path) -> None:
     cell = Cell("chat", "async", "aiohttp", 50, 2)
     cmd = cell_command(cell, SPEC, ctx, "http://127.0.0.1:5")
     assert option(cmd, "--raw-dir") == str(tmp_path / cell.cell_id)
-    assert float(option(cmd, "--run-seconds")) == SPEC.warmup_s + SPEC.duration_s
+    assert float(option(cmd, "--warmup-seconds")) == SPEC.warmup_s
+    assert float(option(cmd, "--window-min")) == SPEC.duration_s
     env = server_env(cell, SPEC, ctx)
     assert env["LAB_HTTP_CLIENT"] == "aiohttp"
     assert env["LAB_DB_RESET"] == "true"
@@ -199,9 +204,9 @@ def test_python_is_this_interpreter(tmp_path: Path) -> None:
 def test_a_server_that_dies_fails_the_cell_not_the_matrix(tmp_path: Path) -> None:
     # `false` stands in for both the server and Locust: it exits at once with code 1.
     ctx = RunContext(out=tmp_path, pinning=Pinning(None, None), python="false")
-    spec = MatrixSpec(scenarios=["hello"], variants=["sync"], users=[1], grace_s=0)
+    spec = MatrixSpec(scenarios=["hello"], variants=["sync"], users=[1])
     doc = run_cell(spec.cells()[0], spec, ctx)
     assert doc["status"] == "failed"
-    assert doc["reason"].startswith("server: exited with code 1")
+    assert doc["reason"].startswith("server never became ready: exited with code 1")
     saved = json.loads((tmp_path / doc["cell_id"] / "cell.json").read_text())
     assert saved["reason"] == doc["reason"] and saved["valid"] is False

@@ -1,16 +1,22 @@
 """`/metrics` and `Server-Timing`: real measurements on a real event loop, bounded in time."""
 
+import importlib.util
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
-from tests.conftest import CHAT_BODY, FakeUpstream, fake_completion
+from servers import timing
+from tests.conftest import CHAT_BODY, UPSTREAM_BASE, FakeUpstream, fake_completion, make_client
 
 
 def scrape(client: TestClient) -> dict[str, float]:
@@ -105,3 +111,84 @@ def test_threadpool_gauges_rise_while_def_handlers_are_busy_and_fall_after(
             release.set()
         assert all(c.result().status_code == 200 for c in calls)
     assert wait_for(lambda: scrape(client)["lab_threadpool_tokens_in_use"] == 0)
+
+
+@pytest.mark.parametrize("variant", ["sync"], indirect=True)
+def test_ready_answers_while_every_thread_is_busy(
+    variant: str, lab_env: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One token, held by a blocked `def` call: `/hello` waits, `/ready` does not."""
+    monkeypatch.setenv("LAB_THREADPOOL_TOKENS", "1")
+    release = threading.Event()
+
+    def held(request: httpx.Request) -> httpx.Response:
+        release.wait(10)
+        return httpx.Response(200, json=fake_completion(CHAT_BODY))
+
+    upstream.handler = held
+    for client in make_client(variant, upstream):
+        with ThreadPoolExecutor(3) as pool:
+            chat = pool.submit(client.post, "/v1/chat/completions", json=CHAT_BODY)
+            try:
+                # The handler is inside the upstream call: its thread holds the only token.
+                assert wait_for(lambda: len(upstream.requests) == 1)
+                hello = pool.submit(client.get, "/hello")
+                with pytest.raises(FutureTimeout):
+                    hello.result(timeout=0.3)  # a `def` route cannot start
+                ready = pool.submit(client.get, "/ready").result(timeout=2)
+                assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+                assert not hello.done()  # still exhausted while /ready answered
+            finally:
+                release.set()
+            assert chat.result(timeout=5).status_code == 200
+            assert hello.result(timeout=5).status_code == 200
+
+
+def fresh_app(variant: str) -> FastAPI:
+    """A new copy of the variant's module, so `create_app` reads `LAB_OBSERVE` again.
+
+    The cached module (`tests.conftest.load_app`) is left alone.
+    """
+    spec = importlib.util.find_spec(f"servers.{variant}_app")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
+@pytest.mark.parametrize("observing", [True, False], ids=["observe", "no-observe"])
+def test_lab_observe_switches_all_instrumentation(
+    variant: str,
+    lab_env: Path,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    observing: bool,
+) -> None:
+    monkeypatch.setenv("LAB_OBSERVE", str(observing).lower())
+    app = fresh_app(variant)
+    assert app.state.observe is observing
+    middleware = [m.cls for m in app.user_middleware]
+    assert (timing.ServerTimingMiddleware in middleware) is observing
+    with TestClient(app) as client:
+        task = app.state.monitor_task
+        assert (task is not None and not task.done()) is observing
+        real = app.state.http
+        assert any(real.event_hooks.values()) is observing
+        engine = getattr(app.state.engine, "sync_engine", app.state.engine)
+        listening = event.contains(engine, "before_cursor_execute", timing._before_execute)
+        assert listening is observing
+        # The upstream faked, with whatever hooks the app installed on its own client.
+        app.state.http = type(real)(base_url=UPSTREAM_BASE, transport=httpx.MockTransport(upstream))
+        app.state.http.event_hooks = real.event_hooks
+        try:
+            chat = client.post("/v1/chat/completions", json=CHAT_BODY)
+            item = client.get("/items/1")
+            metrics = client.get("/metrics")
+        finally:
+            app.state.http = real
+    assert chat.status_code == 200 and item.status_code == 200
+    assert ("server-timing" in chat.headers) is observing
+    assert ("server-timing" in item.headers) is observing
+    assert metrics.status_code == 200
+    assert "process_resident_memory_bytes" in metrics.text
+    assert ("lab_threadpool_tokens_total" in metrics.text) is observing

@@ -2,6 +2,7 @@
 
 import json
 import random
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -144,3 +145,103 @@ def test_bad_request_is_400_envelope(upstream: TestClient) -> None:
 def test_models_and_health(upstream: TestClient) -> None:
     assert ModelList.model_validate(upstream.get("/v1/models").json()).data[0].id == mock.MODEL_ID
     assert upstream.get("/health").json() == {"status": "ok"}
+
+
+STATS_KEYS = {"requests", "served_ms_sum", "configured_ms_sum", "ttft_ms_sum", "open_streams"}
+
+
+def test_stats_start_at_zero(upstream: TestClient) -> None:
+    stats = upstream.get("/stats").json()
+    assert set(stats) == STATS_KEYS
+    assert all(v == 0 for v in stats.values())
+
+
+def test_stats_count_completed_requests_served_near_configured(upstream: TestClient) -> None:
+    # 3 tokens at TTFT 30 ms, ITL 10 ms: the model asks for 50 ms per request.
+    headers = {"x-mock-ttft-ms": "30", "x-mock-itl-ms": "10"}
+    body = {**BODY, "max_tokens": 3}
+    for _ in range(3):
+        assert upstream.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+    for _ in range(3):
+        stream = {**body, "stream": True}
+        with upstream.stream("POST", "/v1/chat/completions", json=stream, headers=headers) as r:
+            assert parse_sse_data(list(r.iter_lines()))[-1] == "[DONE]"
+    stats = upstream.get("/stats").json()
+    assert stats["requests"] == 6
+    assert stats["configured_ms_sum"] == pytest.approx(6 * 50)
+    assert 50 - 2 <= stats["served_ms_sum"] / 6 <= 50 + 40, stats
+    # Non-streaming: the first token leaves with the body (~50 ms); streaming: after ~30 ms.
+    assert 3 * 30 + 3 * 50 - 4 <= stats["ttft_ms_sum"] <= 3 * 30 + 3 * 50 + 6 * 40, stats
+    assert stats["ttft_ms_sum"] < stats["served_ms_sum"] - 3 * 15  # streams: TTFT < total
+    assert stats["open_streams"] == 0
+
+
+def test_stats_configured_includes_jitter(upstream: TestClient) -> None:
+    headers = {"x-mock-ttft-ms": "20", "x-mock-itl-ms": "0", "x-mock-jitter": "0.5"}
+    for _ in range(4):
+        upstream.post("/v1/chat/completions", json={**BODY, "max_tokens": 1}, headers=headers)
+    stats = upstream.get("/stats").json()
+    assert stats["requests"] == 4
+    assert 4 * 10 <= stats["configured_ms_sum"] <= 4 * 30
+    assert stats["configured_ms_sum"] != pytest.approx(4 * 20)
+    assert stats["served_ms_sum"] >= stats["configured_ms_sum"] - 4 * 2
+
+
+def test_stats_leave_out_faults_and_bad_requests(upstream: TestClient) -> None:
+    for fault in ("429", "500", "503"):
+        upstream.post("/v1/chat/completions", json=BODY, headers={"x-mock-fault": fault})
+    upstream.post("/v1/chat/completions", content=b"{not json")
+    body = {**BODY, "max_tokens": 4, "stream": True}
+    with pytest.raises(Exception, match="aborted"):
+        headers = {**FAST, "x-mock-fault": "abort"}
+        with upstream.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+            list(r.iter_lines())
+    stats = upstream.get("/stats").json()
+    assert stats["requests"] == 0 and stats["open_streams"] == 0
+
+
+@pytest.mark.parametrize(
+    "itl_ms",
+    [
+        # The mock sleeps before its next token when the client leaves.
+        pytest.param("500", id="left-while-the-mock-waits"),
+        # The next token is made and waits to be sent: Starlette would leave the generator
+        # suspended at its `yield` for the garbage collector; ClosingStreamingResponse closes it.
+        pytest.param("1", id="left-while-a-token-waits-to-be-sent"),
+    ],
+)
+def test_open_streams_counts_a_stream_until_it_ends_or_the_client_leaves(
+    upstream: TestClient, itl_ms: str
+) -> None:
+    body = {**BODY, "max_tokens": 50, "stream": True}
+    headers = {"x-mock-ttft-ms": "1", "x-mock-itl-ms": itl_ms}
+    with upstream.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data:")
+        time.sleep(0.05)
+        assert upstream.get("/stats").json()["open_streams"] == 1
+    # Left after one token: the stream is closed at once and not counted as served.
+    stats = upstream.get("/stats").json()
+    assert stats["open_streams"] == 0 and stats["requests"] == 0
+    with upstream.stream("POST", "/v1/chat/completions", json=body, headers=FAST) as r:
+        list(r.iter_lines())
+    assert upstream.get("/stats").json()["open_streams"] == 0
+
+
+def test_served_stats_arithmetic() -> None:
+    stats = mock.ServedStats()
+    stats.record(served_s=0.06, configured_s=0.05, ttft_s=0.03)
+    stats.record(served_s=0.04, configured_s=0.05, ttft_s=0.04)
+    assert stats.to_dict() == pytest.approx(
+        {
+            "requests": 2,
+            "served_ms_sum": 100.0,
+            "configured_ms_sum": 100.0,
+            "ttft_ms_sum": 70.0,
+            "open_streams": 0,
+        }
+    )
+    plan = mock.plan_request(
+        Settings(mock_ttft_ms=30, mock_itl_ms=10), {}, {**BODY, "max_tokens": 4}, random.Random(0)
+    )
+    assert plan.configured_s == pytest.approx(0.06)

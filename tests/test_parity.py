@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from tests.conftest import VARIANTS, FakeUpstream, load_app, make_client
 
@@ -19,6 +20,7 @@ SERVERS = Path(__file__).resolve().parent.parent / "servers"
 REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/health", {}),
     ("GET", "/hello", {}),
+    ("GET", "/ready", {}),
     ("GET", "/cpu?n=3", {}),
     ("GET", "/cpu?n=abc", {}),
     ("GET", "/items/3", {}),
@@ -78,6 +80,16 @@ def test_every_endpoint_and_dependency_is_the_claimed_style(variant: str, want_a
     for route in routes(load_app(variant)):
         for fn in [route.endpoint, *calls(route.dependant)]:
             assert is_async(fn) == want_async, f"{variant}: {route.path} uses {fn.__qualname__}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ready_is_a_coroutine_outside_the_schema_in_every_style(variant: str) -> None:
+    """`/ready` is `async def` even in `sync`: it must never wait for a threadpool token."""
+    app = load_app(variant)
+    ready = [r for r in app.routes if isinstance(r, Route) and r.path == "/ready"]
+    assert len(ready) == 1
+    assert inspect.iscoroutinefunction(ready[0].endpoint)
+    assert "/ready" not in app.openapi()["paths"]
 
 
 def _names_used(source: str) -> set[str]:

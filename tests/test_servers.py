@@ -28,6 +28,12 @@ def test_health_and_hello(client: TestClient) -> None:
     assert client.get("/hello").json() == {"message": "hello"}
 
 
+def test_ready(client: TestClient) -> None:
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
 def test_cpu_is_deterministic(client: TestClient) -> None:
     assert client.get("/cpu", params={"n": 2}).json() == {"n": 2, "result": burn(2)}
     assert_error(client.get("/cpu", params={"n": -1}), 400, "invalid_value")

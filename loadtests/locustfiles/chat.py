@@ -44,7 +44,7 @@ class ChatUser(FastHttpUser):
         """One completion."""
         opts = self.environment.parsed_options
         with (
-            tracked(),
+            tracked(LABEL),
             self.client.post(
                 PATH,
                 json=chat_body(opts.max_tokens, stream=False),
@@ -87,7 +87,7 @@ class ChatStreamUser(FastHttpUser):
         start = time.perf_counter()
         marks: list[float] = []
         with (
-            tracked(),
+            tracked(LABEL),
             self.client.post(
                 PATH,
                 json=chat_body(opts.max_tokens, stream=True),

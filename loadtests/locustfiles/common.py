@@ -2,6 +2,16 @@
 
 Each Locust process writes `requests.<pid>.csv` and `meta.<pid>.json` into `--raw-dir`;
 the orchestrator merges them (several files because `--processes` forks workers).
+
+Every request a user starts ends in exactly one outcome (contract.OUTCOMES): the request event
+gives `ok`, `error` or `timeout`; a request still in flight when the cell ends (its user killed
+at the end of the drain, or the process quitting) is written as `censored` with its age then.
+`tracked()` keeps the requests in flight for that.
+
+The cell's clock lives here too, so the window can close on a sample target: warm-up, then a
+window of at least `--window-min` seconds that ends when `--sample-target` requests started in
+it have completed or at `--window-max`, then a drain of up to `--grace-seconds` for the requests
+in flight, cut short as a stall when none completes for `--stall-seconds`.
 """
 
 import csv
@@ -11,6 +21,7 @@ import os
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +32,11 @@ from locust.env import Environment
 from locust.exception import RescheduleTaskImmediately
 from locust.runners import WorkerRunner
 
-RAW_COLUMNS = ("ts", "kind", "name", "latency_ms", "ok", "app_ms", "upstream_ms", "db_ms")
+from contract import CENSORED, ERROR, OK, REQUEST_KINDS, TIMEOUT
+
 NO_TIMING = ("", "", "")
+# How often the clock and the drain watchdog look.
+TICK_S = 0.05
 
 
 @events.init_command_line_parser.add_listener
@@ -35,23 +49,44 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--cpu-ms", type=int, default=2, help="GET /cpu?n=")
     group.add_argument("--seed-rows", type=int, default=10_000, help="item ids to read")
     group.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
-    group.add_argument("--run-seconds", type=float, default=0.0, help="run time, any fraction")
-    group.add_argument("--wait-for-host", type=float, default=0.0, help="seconds, for /health")
+    group.add_argument("--warmup-seconds", type=float, default=0.0, help="before the window")
+    group.add_argument("--warmup-max", type=float, default=0.0, help="wait for every user, s")
+    group.add_argument("--window-min", type=float, default=0.0, help="shortest window, s")
+    group.add_argument("--window-max", type=float, default=0.0, help="longest window, s")
+    group.add_argument("--sample-target", type=int, default=0, help="close the window at n")
+    group.add_argument("--grace-seconds", type=float, default=0.0, help="longest drain, s")
+    group.add_argument("--stall-seconds", type=float, default=0.0, help="no completion: stall")
+    group.add_argument("--wait-for-host", type=float, default=0.0, help="seconds, for /ready")
+    group.add_argument("--ready-path", default="/ready", help="route polled before the start")
+
+
+@dataclass
+class Flight:
+    """A request in flight: when it started, what it is, whether its outcome is written."""
+
+    start: float
+    kind: str
+    label: str
+    done: bool = False
 
 
 class Recorder:
     """Raw rows and run facts of this process, kept per pid so forked workers get their own."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.rows: list[tuple[float, str, str, float, bool, tuple[str, str, str]]] = []
-        self.meta: dict[str, Any] = {"cut_off": 0}
+        self.reset()
 
     def reset(self) -> None:
-        """Start empty (in a freshly forked Locust worker)."""
+        """Start empty (also in a freshly forked Locust worker)."""
         self.pid = os.getpid()
-        self.rows = []
-        self.meta = {"cut_off": 0}
+        self.rows: list[tuple[float, str, str, float, str, tuple[str, str, str]]] = []
+        self.meta: dict[str, Any] = {"cut_off": 0}
+        self.flights: dict[Any, Flight] = {}
+        self.last_completion: float | None = None
+        self.window_start: float | None = None
+        self.window_samples = 0
+        # Users (greenlets) that have completed a request: the loop is closed once all have.
+        self.users_done: set[int] = set()
 
     def row(
         self,
@@ -59,23 +94,67 @@ class Recorder:
         kind: str,
         name: str,
         latency_ms: float,
-        ok: bool,
+        outcome: str,
         timing: tuple[str, str, str] = NO_TIMING,
     ) -> None:
         """Keep one raw row; rows are formatted after the run, not while measuring."""
-        self.rows.append((ts, kind, name, latency_ms, ok, timing))
+        self.rows.append((ts, kind, name, latency_ms, outcome, timing))
+
+    def completed(self, ts: float, kind: str) -> None:
+        """A request's outcome was written: it is no longer in flight."""
+        flight = self.flights.get(gevent.getcurrent())
+        if flight is not None and flight.kind == kind:
+            flight.done = True
+        self.users_done.add(id(gevent.getcurrent()))
+        if kind == "request":
+            self.last_completion = time.time()
+            if self.window_start is not None and ts >= self.window_start:
+                self.window_samples += 1
+
+    def begin(self, kind: str, label: str) -> None:
+        """The current user starts a request."""
+        self.flights[gevent.getcurrent()] = Flight(time.time(), kind, label)
+
+    def end(self, exc: BaseException | None) -> None:
+        """The current user's request is over; write an outcome if none was written."""
+        flight = self.flights.pop(gevent.getcurrent(), None)
+        if flight is None or flight.done:
+            return
+        if isinstance(exc, GreenletExit):
+            # Killed at the end of the drain: still waiting for its answer.
+            self.censor(flight)
+        else:
+            # An exception escaped (or none was recorded): an error, never a silent gap.
+            age_ms = (time.time() - flight.start) * 1000
+            self.row(flight.start, flight.kind, flight.label, age_ms, ERROR)
+
+    def censor(self, flight: Flight, now: float | None = None) -> None:
+        """Write a request still in flight, its latency its age: a lower bound."""
+        now = time.time() if now is None else now
+        self.row(flight.start, flight.kind, flight.label, (now - flight.start) * 1000, CENSORED)
+        self.meta["cut_off"] = self.meta.get("cut_off", 0) + 1
+
+    def in_flight(self, kind: str = "request") -> int:
+        """Requests of `kind` in flight now."""
+        return sum(1 for f in self.flights.values() if f.kind == kind and not f.done)
 
     def close(self) -> None:
-        """Write this process's rows and facts into the raw folder."""
+        """Censor what is still in flight, then write this process's rows and facts."""
+        now = time.time()
+        for flight in list(self.flights.values()):
+            if not flight.done:
+                self.censor(flight, now)
+        self.flights.clear()
         if not RAW_DIR:
             return
         with open(Path(RAW_DIR) / f"requests.{self.pid}.csv", "w", newline="") as f:
             csv.writer(f).writerows(
-                (f"{ts:.6f}", kind, name, f"{ms:.3f}", int(ok), *timing)
-                for ts, kind, name, ms, ok, timing in self.rows
+                (f"{ts:.6f}", kind, name, f"{ms:.3f}", int(outcome == OK), outcome, *timing)
+                for ts, kind, name, ms, outcome, timing in self.rows
             )
         self.meta["pid"] = self.pid
         self.meta["rows"] = len(self.rows)
+        self.meta["last_completion"] = self.last_completion
         (Path(RAW_DIR) / f"meta.{self.pid}.json").write_text(json.dumps(self.meta))
 
 
@@ -98,7 +177,13 @@ def _configure(environment: Environment, **_: Any) -> None:
         user_class.connection_timeout = opts.request_timeout
     if opts.wait_for_host and opts.host:
         # Blocks before the run starts, so the server's start-up is not counted as run time.
-        wait_for_host(f"{opts.host.rstrip('/')}/health", opts.wait_for_host)
+        url = f"{opts.host.rstrip('/')}{opts.ready_path}"
+        if not wait_for_host(url, opts.wait_for_host):
+            # No load on a server that never became ready: say so in the meta file, and stop.
+            RECORDER.meta["not_ready"] = url
+            RECORDER.close()
+            print(f"{url} did not answer 200 within {opts.wait_for_host:g} s", flush=True)
+            raise SystemExit(3)
 
 
 def wait_for_host(url: str, timeout: float) -> bool:
@@ -115,14 +200,69 @@ def wait_for_host(url: str, timeout: float) -> bool:
     return False
 
 
+def run_clock(runner: Any, opts: Any) -> None:
+    """Warm-up, then the window: closes on the sample target or at --window-max; then quit.
+
+    The warm-up lasts --warmup-seconds, and longer (up to --warmup-max) until every user has
+    completed a request: before that, a closed loop is still filling (a user whose first request
+    is still queued is not yet in the loop), and Little's law cannot hold.
+    """
+    began = RECORDER.meta["test_start"]
+    gevent.sleep(max(0.0, began + opts.warmup_seconds - time.time()))
+    while len(RECORDER.users_done) < runner.user_count and time.time() < began + opts.warmup_max:
+        gevent.sleep(TICK_S)
+    # Timed from the test's start, so a window without warm-up holds the very first requests.
+    start = (
+        max(began + opts.warmup_seconds, time.time())
+        if opts.warmup_max
+        else began + opts.warmup_seconds
+    )
+    RECORDER.meta["users_in_loop"] = len(RECORDER.users_done)
+    RECORDER.window_start = RECORDER.meta["window_start"] = start
+    gevent.sleep(max(0.0, start + opts.window_min - time.time()))
+    longest = max(opts.window_max, opts.window_min)
+    # The master of several processes cannot see its workers' samples: it runs the longest window.
+    target = (
+        0 if isinstance(runner, WorkerRunner) or (opts.processes or 1) > 1 else opts.sample_target
+    )
+    while time.time() - start < longest:
+        if target and RECORDER.window_samples >= target:
+            break
+        gevent.sleep(TICK_S)
+    RECORDER.meta["window_end"] = time.time()
+    RECORDER.meta["window_samples"] = RECORDER.window_samples
+    runner.quit()
+
+
+def watch_drain(runner: Any, grace_s: float, stall_s: float) -> None:
+    """After the window: kill the users still waiting at `grace_s`, or earlier on a stall."""
+    began = time.time()
+    while RECORDER.in_flight():
+        now = time.time()
+        since = now - (RECORDER.last_completion or RECORDER.meta.get("test_start", began))
+        if stall_s and since >= stall_s:
+            RECORDER.meta["stalled"] = {"in_flight": RECORDER.in_flight(), "since_s": since}
+            break
+        if now - began >= grace_s:
+            break
+        gevent.sleep(TICK_S)
+    RECORDER.meta["drain_s"] = time.time() - began
+    RECORDER.meta["in_flight_at_end"] = RECORDER.in_flight()
+    if RECORDER.in_flight():
+        # Each user's tracked() writes its request as censored when the kill reaches it.
+        runner.user_greenlets.kill(block=False)
+
+
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
     RECORDER.meta["test_start"] = time.time()
     opts = environment.parsed_options
     runner = environment.runner
-    if opts is not None and opts.run_seconds and not isinstance(runner, WorkerRunner):
-        # Locust's --run-time takes whole seconds only; this stops the run the same way it does.
-        gevent.spawn_later(opts.run_seconds, runner.quit)
+    if opts is not None and (opts.window_min or opts.window_max):
+        if not isinstance(runner, WorkerRunner):
+            gevent.spawn(run_clock, runner, opts)
+        else:
+            RECORDER.window_start = RECORDER.meta["test_start"] + opts.warmup_seconds
 
 
 @events.spawning_complete.add_listener
@@ -132,9 +272,12 @@ def _spawned(user_count: int, **_: Any) -> None:
 
 
 @events.test_stopping.add_listener
-def _test_stopping(**_: Any) -> None:
-    # The run time is over: this is the end of the measured window.
+def _test_stopping(environment: Environment, **_: Any) -> None:
+    # The window is over: what is in flight drains, bounded by the grace and the stall rule.
     RECORDER.meta.setdefault("test_stopping", time.time())
+    opts = environment.parsed_options
+    if opts is not None and environment.runner is not None:
+        gevent.spawn(watch_drain, environment.runner, opts.grace_seconds, opts.stall_seconds)
 
 
 @events.test_stop.add_listener
@@ -158,6 +301,19 @@ def server_timing(value: str | None) -> tuple[str, str, str]:
     return durations.get("app", ""), durations.get("upstream", ""), durations.get("db", "")
 
 
+def outcome_of(exception: BaseException | None) -> str:
+    """`ok`, `timeout` (the load generator's own timeout fired) or `error`."""
+    if exception is None:
+        return OK
+    # A status such as 504 is the server's answer (an error); these are the client's own clock.
+    if (
+        isinstance(exception, TimeoutError | gevent.Timeout)
+        or "Timeout" in type(exception).__name__
+    ):
+        return TIMEOUT
+    return ERROR
+
+
 @events.request.add_listener
 def _record(
     request_type: str,
@@ -174,7 +330,9 @@ def _record(
     ts = start_time if start_time is not None else time.time() - response_time / 1000
     headers = getattr(response, "headers", None)
     timing = server_timing(headers.get("server-timing")) if headers else NO_TIMING
-    RECORDER.row(ts, kind, label, response_time, exception is None, timing)
+    RECORDER.row(ts, kind, label, response_time, outcome_of(exception), timing)
+    if kind in REQUEST_KINDS:
+        RECORDER.completed(ts, kind)
 
 
 def back_to_back(task: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -193,15 +351,20 @@ def back_to_back(task: Callable[[Any], None]) -> Callable[[Any], None]:
     return run
 
 
-class tracked:  # lower case: reads like the function it replaced in `with tracked(), ...`
-    """Count a request as cut off when Locust kills its user before it finishes."""
+class tracked:  # lower case: reads like a function in `with tracked(...), ...`
+    """Keep a request in flight until its outcome is written; censor it if its user is killed."""
+
+    def __init__(self, label: str, kind: str = "request") -> None:
+        self.label = label
+        self.kind = kind
 
     def __enter__(self) -> None:
-        return None
+        RECORDER.begin(self.kind, self.label)
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is not None and issubclass(exc_type, GreenletExit):
-            RECORDER.meta["cut_off"] = RECORDER.meta.get("cut_off", 0) + 1
+    def __exit__(
+        self, _type: type[BaseException] | None, exc: BaseException | None, *_: object
+    ) -> None:
+        RECORDER.end(exc)
 
 
 def expect(response: Any, status: int, valid: Callable[[Any], bool]) -> Any:

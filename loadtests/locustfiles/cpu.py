@@ -13,5 +13,8 @@ class CpuUser(FastHttpUser):
     def cpu(self) -> None:
         """One /cpu."""
         n = self.environment.parsed_options.cpu_ms
-        with tracked(), self.client.get(f"/cpu?n={n}", name="/cpu", catch_response=True) as r:
+        with (
+            tracked("GET /cpu"),
+            self.client.get(f"/cpu?n={n}", name="/cpu", catch_response=True) as r,
+        ):
             expect(r, 200, lambda body: body["n"] == n and isinstance(body["result"], int))

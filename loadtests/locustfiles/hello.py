@@ -12,5 +12,5 @@ class HelloUser(FastHttpUser):
     @back_to_back
     def hello(self) -> None:
         """One /hello."""
-        with tracked(), self.client.get("/hello", catch_response=True) as response:
+        with tracked("GET /hello"), self.client.get("/hello", catch_response=True) as response:
             expect(response, 200, lambda body: body == {"message": "hello"})

@@ -23,7 +23,7 @@ class ItemsReadUser(FastHttpUser):
         """One GET /items/{id}."""
         item_id = random.randint(1, self.environment.parsed_options.seed_rows)
         with (
-            tracked(),
+            tracked("GET /items/[id]"),
             self.client.get(f"/items/{item_id}", name="/items/[id]", catch_response=True) as r,
         ):
             expect(r, 200, lambda body: _is_item(body) and body["id"] == item_id)
@@ -37,5 +37,8 @@ class ItemsWriteUser(FastHttpUser):
     def create_item(self) -> None:
         """One POST /items."""
         item = {"name": f"locust-{next(_names)}", "description": "written by Locust", "price": 9.5}
-        with tracked(), self.client.post("/items", json=item, catch_response=True) as r:
+        with (
+            tracked("POST /items"),
+            self.client.post("/items", json=item, catch_response=True) as r,
+        ):
             expect(r, 201, lambda body: _is_item(body) and body["name"] == item["name"])

@@ -30,6 +30,9 @@ class ProbeUser(FastHttpUser):
     def probe(self) -> None:
         """One /hello, then sleep out the rest of the interval (not in wait(): see back_to_back)."""
         start = time.perf_counter()
-        with tracked(), self.client.get("/hello", catch_response=True) as response:
+        with (
+            tracked("GET /hello", kind="probe"),
+            self.client.get("/hello", catch_response=True) as response,
+        ):
             expect(response, 200, lambda body: body == {"message": "hello"})
         gevent.sleep(max(0.0, self.interval_s - (time.perf_counter() - start)))

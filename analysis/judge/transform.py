@@ -1,9 +1,23 @@
-"""Pure transforms of a run's summary: aggregation over repeats and per-scenario selections."""
+"""Pure transforms of a run's summary: which rows count, aggregation over repeats, selections."""
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import pandas as pd
+
+import contract
+from analysis.judge.cells import (
+    DEFAULT_ARM,
+    INVALID,
+    OK,
+    STALLED,
+    THROUGHPUT,
+    arms,
+    column,
+    load_side_only,
+    outcomes,
+)
 
 # Metrics aggregated over repeats; each becomes `<m>` (median), `<m>_lo` and `<m>_hi` (min, max).
 METRICS: tuple[str, ...] = (
@@ -21,6 +35,11 @@ METRICS: tuple[str, ...] = (
     "probe_p99_ms",
     "probe_max_ms",
     "server_cpu_pct",
+    "cpu_ms_per_req",
+    "upstream_served_ms",
+    "upstream_drift_ms",
+    "little_ratio",
+    "gap_max_s",
     "loop_lag_p99_ms",
     "loop_lag_max_ms",
     "threadpool_peak_in_use",
@@ -68,16 +87,32 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str = "da
         )
 
 
-def usable(summary: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose numbers describe the server: status ok and valid."""
+def usable(summary: pd.DataFrame, arm: str = DEFAULT_ARM) -> pd.DataFrame:
+    """Rows of `arm` whose numbers describe the server: ok, valid, steady and not stalled."""
     require_columns(summary, ["status", "valid"], "summary")
-    return summary[(summary["status"] == "ok") & summary["valid"].astype(bool)]
+    return summary[(outcomes(summary) == OK) & (arms(summary) == arm)]
 
 
 def excluded(summary: pd.DataFrame) -> pd.DataFrame:
-    """Rows kept out of every verdict: failed or invalid cells."""
+    """Default-arm rows kept out of the aggregates: failed, stalled, invalid or not steady."""
     require_columns(summary, ["status", "valid"], "summary")
-    return summary[(summary["status"] != "ok") | ~summary["valid"].astype(bool)]
+    return summary[(outcomes(summary) != OK) & (arms(summary) == DEFAULT_ARM)]
+
+
+def counted(summary: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The rows verdicts count: usable ones, plus, in a scenario judged by another metric than
+    throughput (`metrics`, scenario -> metric), cells invalid only because the load side
+    saturated: the server's cost per request is still its own then."""
+    require_columns(summary, ["status", "valid", "scenario"], "summary")
+    out = outcomes(summary)
+    default = arms(summary) == DEFAULT_ARM
+    keep = (out == OK) & default
+    metrics = metrics or {}
+    other = summary["scenario"].map(lambda s: metrics.get(str(s), THROUGHPUT) != THROUGHPUT)
+    steady = column(summary, "steady", True).astype(bool)
+    load_side = column(summary, "invalid_reason", "").map(load_side_only)
+    keep |= default & other.astype(bool) & (out == INVALID) & steady & load_side.astype(bool)
+    return summary[keep]
 
 
 def reference_tokens(tokens: pd.Series) -> int | None:
@@ -106,9 +141,30 @@ def at_reference_tokens(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
-    """Median and min-max spread over the valid repeats of each scenario x style x users."""
+    """Median and min-max spread over the usable repeats of each scenario x style x users."""
     require_columns(summary, [*GROUP, "rps", "p50_ms", "p99_ms"], "summary")
-    rows = at_reference_tokens(usable(summary))
+    return aggregate_rows(usable(summary))
+
+
+def sample_counts(rows: pd.DataFrame) -> pd.Series:
+    """Latency samples per row: ok + censored requests (the percentiles' n), NaN if unknown."""
+    ok = pd.to_numeric(column(rows, "ok", math.nan), errors="coerce").astype(float)
+    censored = pd.to_numeric(column(rows, "censored", 0), errors="coerce").astype(float)
+    return ok + censored.fillna(0)
+
+
+def aggregate_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Median and min-max over repeats of the given rows, per scenario x style x users.
+
+    Besides `<m>`, `<m>_lo`, `<m>_hi` per metric: `repeats`; `n`, the fewest latency samples of
+    any repeat (the sample-count rule uses it); `probe_n` likewise for the probe;
+    `censored_min_ms`, the smallest censored age of any repeat; `censored`, their total;
+    `load_side_invalid`, repeats counted although the load side saturated.
+    """
+    require_columns(rows, [*GROUP, "rps", "p50_ms", "p99_ms"], "summary")
+    rows = at_reference_tokens(rows).copy()
+    rows["_n"] = sample_counts(rows)
+    rows["_load_side"] = ~column(rows, "valid", True).astype(bool)
     metrics = [m for m in METRICS if m in rows.columns]
     named: dict[str, tuple[str, str]] = {}
     for m in metrics:
@@ -116,6 +172,16 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
         named[f"{m}_lo"] = (m, "min")
         named[f"{m}_hi"] = (m, "max")
     named["repeats"] = ("rps", "size")
+    named["n"] = ("_n", "min")
+    named["load_side_invalid"] = ("_load_side", "sum")
+    for col, how, name in (
+        ("probe_requests", "min", "probe_n"),
+        ("censored_min_ms", "min", "censored_min_ms"),
+        ("censored", "sum", "censored"),
+    ):
+        if col in rows.columns:
+            rows[col] = pd.to_numeric(rows[col], errors="coerce").astype(float)
+            named[name] = (col, how)
     for col in CELL_SETTINGS:
         if col in rows.columns:
             named[col] = (col, "first")
@@ -133,10 +199,12 @@ def relative_spread(agg: pd.DataFrame, metric: str = "rps") -> pd.Series:
     return (agg[f"{metric}_hi"] - agg[f"{metric}_lo"]) / agg[metric]
 
 
-def compared_users(agg: pd.DataFrame, scenario: str, min_styles: int = 2) -> int | None:
-    """The highest user count at which at least `min_styles` styles have valid numbers."""
-    require_columns(agg, GROUP, "aggregate")
-    rows = agg[agg["scenario"] == scenario]
+def compared_users(
+    agg: pd.DataFrame, scenario: str, min_styles: int = 2, metric: str = THROUGHPUT
+) -> int | None:
+    """The highest user count at which at least `min_styles` styles have a value of `metric`."""
+    require_columns(agg, [*GROUP, metric], "aggregate")
+    rows = agg[(agg["scenario"] == scenario) & agg[metric].notna()]
     counts = rows.groupby("users")["style"].nunique()
     enough = counts[counts >= min_styles]
     if enough.empty:
@@ -171,6 +239,50 @@ def safe_ratio(num: object, den: object) -> float:
 
 def scenarios(summary: pd.DataFrame) -> list[str]:
     """The run's scenarios in the contract's order, unknown ones after, alphabetically."""
-    known = ("hello", "chat", "chat_stream", "items_read", "items_write", "cpu", "mixed")
+    known = contract.SCENARIOS
     present = set(summary["scenario"])
     return [s for s in known if s in present] + sorted(present - set(known))
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A style that stalled at one load: in how many of its repeats, and the evidence."""
+
+    scenario: str
+    style: str
+    users: int
+    stalled: int
+    repeats: int
+    evidence: str = ""
+
+    def text(self) -> str:
+        """`sync` stalled at 200 users in 3 of 3 repeats: <evidence>."""
+        head = (
+            f"`{self.style}` stalled at {self.users} users in {self.stalled} of "
+            f"{self.repeats} repeat{'s' if self.repeats != 1 else ''}"
+        )
+        return f"{head}: {self.evidence}" if self.evidence else head
+
+
+def stalls(summary: pd.DataFrame) -> list[Stall]:
+    """Every scenario x style x users of the default arm with a stalled repeat."""
+    require_columns(summary, [*GROUP, "status", "valid"], "summary")
+    rows = at_reference_tokens(summary[arms(summary) == DEFAULT_ARM])
+    flags = outcomes(rows) == STALLED
+    out: list[Stall] = []
+    for (scenario, style, users), part in rows.groupby(list(GROUP), sort=True):
+        hit = flags[part.index]
+        if not hit.any():
+            continue
+        evidence = [str(e) for e in column(part[hit], "stall_evidence", "") if str(e).strip()]
+        out.append(
+            Stall(
+                str(scenario),
+                str(style),
+                int(users),
+                int(hit.sum()),
+                len(part),
+                evidence[0] if evidence else "",
+            )
+        )
+    return out

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.fmt import ms, rate
-from analysis.transform import DEFAULT_TOKENS, reference_tokens, require_columns, usable
+from analysis.judge.transform import DEFAULT_TOKENS, reference_tokens, require_columns, usable
 
 SWEPT = "sync"  # only `def` endpoints run in anyio's threadpool
 # `async def` with each client it was run with; the fastest one is the fair bar for `def`.

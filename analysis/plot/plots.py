@@ -8,11 +8,19 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, ScalarFormatter
+from matplotlib.patches import Patch
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    NullLocator,
+    ScalarFormatter,
+)
 
-from analysis.styles import colour, label, ordered
-from analysis.transform import require_columns
-from analysis.verdict import Verdict
+from analysis.judge.samples import supported
+from analysis.judge.transform import at_users, require_columns
+from analysis.judge.verdict import Verdict
+from analysis.plot.styles import colour, label, ordered
 
 USERS_LABEL = "concurrent users (closed loop, no think time)"
 PCT_STYLES: dict[str, str] = {"p50": "--", "p99": "-"}
@@ -121,8 +129,15 @@ def plot_percentiles(
 ) -> Axes:
     """p50 (dashed) and p99 (solid, min-max band) of `<prefix>p50_ms`/`<prefix>p99_ms` vs users."""
     p50, p99 = f"{prefix}p50_ms", f"{prefix}p99_ms"
-    rows = scenario_rows(agg, scenario, [p50, p99, f"{p99}_lo", f"{p99}_hi"])
-    rows = rows[rows[p99].notna()]
+    rows = scenario_rows(agg, scenario, [p50, p99, f"{p99}_lo", f"{p99}_hi"]).copy()
+    # The sample-count rule: a percentile its n does not support is not drawn either.
+    n_column = {"": "n", "probe_": "probe_n"}.get(prefix)
+    if n_column in rows:
+        rows[p99] = rows[p99].where([supported(99, n) for n in rows[n_column]])
+        rows[p50] = rows[p50].where([supported(50, n) for n in rows[n_column]])
+        rows[f"{p99}_lo"] = rows[f"{p99}_lo"].where(rows[p99].notna())
+        rows[f"{p99}_hi"] = rows[f"{p99}_hi"].where(rows[p99].notna())
+    rows = rows[rows[p99].notna() | rows[p50].notna()]
     for i, style in enumerate(ordered(rows["style"])):
         part = rows[rows["style"] == style]
         c = colour(style)
@@ -182,16 +197,36 @@ def plot_cdf(
     return ax
 
 
-def plot_advantage(ax: Axes, verdicts: Sequence[Verdict], metric: str = "rps") -> Axes:
-    """Per scenario, the leader's advantage over the runner-up (x, log), noise band shaded."""
+def plot_advantage(ax: Axes, verdicts: Sequence[Verdict], which: str = "lead") -> Axes:
+    """Per scenario, the leader's advantage over the runner-up (x, log), its noise band shaded.
+
+    `lead`: the verdict metric (throughput leader / runner-up, or CPU per request runner-up /
+    leader where a scenario is judged by cost); `tail`: the runner-up's tail latency / leader's.
+    """
     shown = [v for v in verdicts if v.leader is not None]
-    pick = {"rps": "rps_ratio", "p99": "p99_ratio"}[metric]
-    names = [f"{v.scenario} ({v.users} users)" for v in shown]
+    pick = {"lead": "ratio", "tail": "tail_ratio"}[which]
+    names = [
+        f"{v.scenario} ({v.users} users{', CPU/req' if v.lower_is_better else ''})"
+        if which == "lead"
+        else f"{v.scenario} ({v.users} users, {v.tail})"
+        for v in shown
+    ]
+    finite: list[float] = []
     for i, v in enumerate(shown):
-        mid, lo, hi = getattr(v, pick)
-        if not all(math.isfinite(x) and x > 0 for x in (mid, lo, hi)):
+        ax.fill_betweenx(
+            [i - 0.45, i + 0.45],
+            1,
+            1 + v.threshold,
+            color="0.85",
+            zorder=0,
+            label="noise threshold (per scenario)" if i == 0 else None,
+        )
+        ratio = getattr(v, pick)
+        if ratio is None or not all(math.isfinite(x) and x > 0 for x in ratio):
             ax.annotate("n/a", (1, i), ha="center", va="center", fontsize="small")
             continue
+        mid, lo, hi = ratio
+        finite += [mid, lo, hi]
         ax.barh(
             i,
             mid - 1,
@@ -204,32 +239,76 @@ def plot_advantage(ax: Axes, verdicts: Sequence[Verdict], metric: str = "rps") -
         )
         ax.errorbar(mid, i, xerr=[[mid - lo], [hi - mid]], color="black", capsize=3, lw=1)
         who = " = ".join(v.winners) if v.clear else "no clear winner"
-        text = f"x{mid:.2f} {who}"
         ax.annotate(
-            text,
+            f"x{mid:.2f} {who}",
             (max(mid, hi), i),
             xytext=(4, 0),
             textcoords="offset points",
             va="center",
             fontsize="small",
         )
-    thresholds = {v.threshold for v in shown} or {0.0}
-    ax.axvspan(1, 1 + max(thresholds), color="0.85", zorder=0, label="noise threshold")
     ax.axvline(1, color="black", lw=0.8)
     ax.set_xscale("log")
-    finite = [x for v in shown for x in getattr(v, pick) if math.isfinite(x) and x > 0]
+    top = max([*finite, 1.0 + max((v.threshold for v in shown), default=0.0)])
     # Room on the right for the labels, and 1 always in view as the parity line.
-    ax.set_xlim(min([*finite, 1.0]) / 1.3, max([*finite, 1.0 + max(thresholds)]) * 3)
+    ax.set_xlim(min([*finite, 1.0]) / 1.3, top * 3)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"x{x:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
     ax.set_yticks(range(len(shown)), names)
     ax.invert_yaxis()
-    what = "throughput: leader / runner-up" if metric == "rps" else "p99: runner-up / leader"
-    ax.set_xlabel(f"{what} (x, log scale; > 1 favours the leader)")
-    metric_name = "throughput" if metric == "rps" else "p99 latency"
-    ax.set_title(f"Best style's {metric_name} advantage")
+    if which == "lead":
+        ax.set_xlabel("leader's advantage (x, log scale; > 1 favours the leader)")
+        ax.set_title("Lead in the verdict metric (throughput, or CPU/req)")
+    else:
+        ax.set_xlabel("runner-up / leader (x, log scale; > 1 favours the leader)")
+        ax.set_title("Tail latency (highest percentile n supports)")
+    ax.set_ylabel("scenario (users at the verdict's load)")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def plot_cpu_per_request(ax: Axes, agg: pd.DataFrame, verdicts: Sequence[Verdict]) -> Axes:
+    """Server CPU ms per completed request by style, per scenario at its verdict's load (log y).
+
+    Bars are medians over the counted repeats, whiskers their min-max; lower is cheaper.
+    """
+    require_columns(agg, ["scenario", "style", "users", "cpu_ms_per_req"], "aggregate")
+    shown = [v for v in verdicts if v.users is not None]
+    styles = ordered(
+        s
+        for v in shown
+        for s in at_users(agg, v.scenario, int(v.users or 0))["cpu_ms_per_req"].dropna().index
+    )
+    width = 0.8 / max(len(styles), 1)
+    drawn = set()
+    for i, v in enumerate(shown):
+        rows = at_users(agg, v.scenario, int(v.users or 0))
+        for j, style in enumerate(styles):
+            if style not in rows.index or pd.isna(rows.loc[style, "cpu_ms_per_req"]):
+                continue
+            mid = float(rows.loc[style, "cpu_ms_per_req"])
+            lo = float(rows.loc[style].get("cpu_ms_per_req_lo", mid))
+            hi = float(rows.loc[style].get("cpu_ms_per_req_hi", mid))
+            x = i - 0.4 + width * (j + 0.5)
+            ax.bar(x, mid, width=width * 0.9, color=colour(style), edgecolor="black", lw=0.4)
+            ax.errorbar(x, mid, yerr=[[mid - lo], [hi - mid]], color="black", capsize=2, lw=0.8)
+            drawn.add(style)
+    ax.set_xticks(range(len(shown)), [f"{v.scenario}\n({v.users} users)" for v in shown])
+    values = agg["cpu_ms_per_req"].dropna() if "cpu_ms_per_req" in agg else pd.Series()
+    if (values > 0).any():
+        ax.set_yscale("log")
+        # 1-2-5 ticks: the bars span one or two decades, too few for decade ticks alone.
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+    ax.set_xlabel("scenario (users at the verdict's load)")
+    ax.set_ylabel("server CPU per completed request (ms, log scale)")
+    ax.set_title("Server CPU per request by style at each verdict's load (lower is cheaper)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    if drawn:
+        handles = [Patch(color=colour(s), label=label(s)) for s in styles if s in drawn]
+        ax.legend(handles=handles, fontsize="small")
     return ax
 
 

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.schema import (
+from analysis.load.derive import derive
+from analysis.load.schema import (
+    BLANK_TRUE,
     CELL_KEY,
     METRICS_COLUMNS,
     REQUESTS_COLUMNS,
@@ -18,7 +20,8 @@ from analysis.schema import (
     SWEEP_KEY,
     Column,
 )
-from analysis.styles import add_style
+from analysis.plot.styles import add_style
+from contract import CALIBRATION_KEYS
 
 SUMMARY_FILE = "summary.csv"
 MANIFEST_FILE = "manifest.json"
@@ -48,6 +51,8 @@ class Run:
     manifest: dict[str, Any]
     summary: pd.DataFrame
     missing_columns: tuple[str, ...] = field(default=())
+    # How absent columns were filled from present ones (load.derive), one sentence each.
+    derived: tuple[str, ...] = field(default=())
 
     @property
     def name(self) -> str:
@@ -62,7 +67,8 @@ def load_run(path: Path | str) -> Run:
         raise RunFormatError(path, "not a run folder (no such directory)")
     manifest = load_manifest(path / MANIFEST_FILE)
     summary, missing = load_summary(path / SUMMARY_FILE)
-    return Run(path=path, manifest=manifest, summary=summary, missing_columns=missing)
+    summary, derived = derive(summary, missing)
+    return Run(path, manifest, summary, missing_columns=missing, derived=derived)
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
@@ -84,11 +90,28 @@ def load_manifest(path: Path) -> dict[str, Any]:
     for key in ("versions", "machine", "settings"):
         if key in data and not isinstance(data[key], dict):
             raise RunFormatError(path, f"`{key}` must be an object, got {type(data[key]).__name__}")
+    if "calibration" in data:
+        _check_calibration(path, data["calibration"])
     return data
 
 
+def _check_calibration(path: Path, calibration: object) -> None:
+    # contract.CALIBRATION_KEYS: a list of {"label", "ts", <figure>...}, taken during the run; an
+    # entry whose measurement failed carries an `error` text instead of its figures.
+    if not isinstance(calibration, list) or not all(isinstance(x, dict) for x in calibration):
+        raise RunFormatError(path, "`calibration` must be a list of objects")
+    for i, entry in enumerate(calibration):
+        for key in ("ts", *CALIBRATION_KEYS):
+            value = entry.get(key)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number and value is not None:
+                raise RunFormatError(
+                    path, f"`calibration[{i}].{key}` must be a number, got {value!r}"
+                )
+
+
 def load_summary(path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """summary.csv as typed columns plus `style`, and the optional columns it lacked."""
+    """summary.csv as typed columns plus `style`, and the contract columns it lacked."""
     raw = _read_csv_text(path)
     frame, missing = _typed(raw, SUMMARY_COLUMNS, path)
     bad_status = sorted(set(frame["status"]) - STATUSES)
@@ -201,7 +224,7 @@ def _empty(col: Column, n: int) -> pd.Series:
     if col.kind == "int":
         return pd.Series([pd.NA] * n, dtype="Int64")
     if col.kind == "bool":
-        return pd.Series([False] * n, dtype=bool)
+        return pd.Series([col.name in BLANK_TRUE] * n, dtype=bool)
     return pd.Series(np.full(n, np.nan), dtype=float)
 
 
@@ -216,6 +239,8 @@ def _convert(text: pd.Series, col: Column, path: Path) -> pd.Series:
         bad = ~(lowered.isin(_TRUE | _FALSE) | blank)
         if bad.any():
             _fail(path, col, bad, text, "is not a boolean (True/False)")
+        if col.name in BLANK_TRUE:
+            return (lowered.isin(_TRUE) | blank).astype(bool)
         return lowered.isin(_TRUE).astype(bool)
     numbers = pd.to_numeric(text.where(~blank, None), errors="coerce")
     bad = numbers.isna() & ~blank & (text.str.lower() != "nan")

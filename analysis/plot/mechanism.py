@@ -10,18 +10,18 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-from analysis.load import metric_series
-from analysis.plots import (
+from analysis.judge.sweep import SWEPT, reference_row
+from analysis.judge.transform import DEFAULT_TOKENS, require_columns
+from analysis.judge.why import CPU_BOUND_PCT, LOOP_BLOCKED_MS
+from analysis.load.run import metric_series
+from analysis.plot.plots import (
     line_weight,
     plain_log,
     plot_percentiles,
     scenario_rows,
     users_axis,
 )
-from analysis.styles import colour, label, ordered
-from analysis.sweep import SWEPT, reference_row
-from analysis.transform import DEFAULT_TOKENS, require_columns
-from analysis.why import CPU_BOUND_PCT, LOOP_BLOCKED_MS
+from analysis.plot.styles import colour, label, ordered
 
 TOKENS_IN_USE = "lab_threadpool_tokens_in_use"
 TOKENS_WAITING = "lab_threadpool_waiting"

@@ -14,8 +14,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from analysis import plots, plots_mechanism  # noqa: E402
-from analysis.load import (  # noqa: E402
+from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
+from analysis.judge.transform import at_reference_tokens, excluded, usable  # noqa: E402
+from analysis.judge.verdict import Judgement, Verdict  # noqa: E402
+from analysis.load.run import (  # noqa: E402
     CELL_FILE,
     METRICS_FILE,
     REQUESTS_FILE,
@@ -24,9 +26,8 @@ from analysis.load import (  # noqa: E402
     load_requests,
     load_window,
 )
-from analysis.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
-from analysis.transform import at_reference_tokens, excluded, usable  # noqa: E402
-from analysis.verdict import Verdict  # noqa: E402
+from analysis.plot import mechanism as plots_mechanism  # noqa: E402
+from analysis.plot import plots  # noqa: E402
 
 CHARTS_DIR = "charts"
 DPI = 110
@@ -64,8 +65,9 @@ def _save(fig: Figure, path: Path) -> None:
     Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
 
 
-def render_all(run: Run, agg: pd.DataFrame, verdicts: list[Verdict], out_dir: Path) -> Rendered:
+def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
     """Write every chart of `run` under `out_dir` and say which were skipped and why."""
+    agg, verdicts = judgement.agg, judgement.verdicts
     out_dir.mkdir(parents=True, exist_ok=True)
     charts: list[Chart] = []
     notes: list[str] = []
@@ -94,7 +96,8 @@ def render_all(run: Run, agg: pd.DataFrame, verdicts: list[Verdict], out_dir: Pa
                 out_dir / f"{s}_latency.png",
                 f"{s}: latency p50 / p99 vs users",
                 s,
-                "Whole-response latency; dashed p50, solid p99 with its min-max band.",
+                "Whole-response latency; dashed p50, solid p99 with its min-max band. A point "
+                "whose n is too small for its percentile is left out (the sample-count rule).",
             )
         )
         charts += _cdf_chart(run, v, out_dir, notes)
@@ -118,8 +121,8 @@ def render_all(run: Run, agg: pd.DataFrame, verdicts: list[Verdict], out_dir: Pa
         fig, (left, right) = plt.subplots(
             1, 2, figsize=(13, 1.8 + 0.6 * len(verdicts)), layout="constrained"
         )
-        plots.plot_advantage(left, verdicts, "rps")
-        plots.plot_advantage(right, verdicts, "p99")
+        plots.plot_advantage(left, verdicts, "lead")
+        plots.plot_advantage(right, verdicts, "tail")
         fig.suptitle("Leader vs runner-up at each scenario's highest comparable load")
         charts.insert(
             0,
@@ -128,10 +131,33 @@ def render_all(run: Run, agg: pd.DataFrame, verdicts: list[Verdict], out_dir: Pa
                 out_dir / "overview.png",
                 "Overview: the best style's advantage",
                 "",
-                "Solid bars: a clear winner; hatched: inside the noise. Whiskers: spread.",
+                "Solid bars: a clear winner; hatched: no clear winner. Whiskers: the repeat "
+                "interval. Grey: each scenario's noise threshold, measured from its repeats.",
             ),
         )
+    charts += cpu_chart(judgement, out_dir)
     return Rendered(charts, notes, sweep_charts(run, out_dir))
+
+
+def cpu_chart(judgement: Judgement, out_dir: Path) -> list[Chart]:
+    """Server CPU per request by style, per scenario at its verdict's load, if recorded."""
+    agg = judgement.counted
+    shown = [v for v in judgement.verdicts if v.users is not None]
+    if "cpu_ms_per_req" not in agg or not shown or agg["cpu_ms_per_req"].isna().all():
+        return []
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(shown) + 2), 5), layout="constrained")
+    plots.plot_cpu_per_request(ax, agg, shown)
+    return [
+        _chart(
+            fig,
+            out_dir / "cpu_per_request.png",
+            "Server CPU per request by style",
+            "",
+            "Server CPU ms per completed request at each verdict's load (median, whiskers = "
+            "repeat interval); lower is cheaper. Scenarios judged by CPU per request count "
+            "cells where only the load generator saturated.",
+        )
+    ]
 
 
 def _chart(fig: Figure, path: Path, title: str, scenario: str, caption: str) -> Chart:

@@ -7,28 +7,46 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.caveats import Caveat, caveats
-from analysis.charts import CHARTS_DIR, Rendered, render_all
-from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table, to_html, to_markdown
-from analysis.fmt import ms, rate
-from analysis.load import Run, load_run
-from analysis.report_why import mechanism_blocks, sweep_blocks, why_column
-from analysis.rules import CONFIRMS, CONTRADICTS
-from analysis.styles import label, ordered
-from analysis.transform import aggregate, at_users, scenarios
-from analysis.verdict import (
+import contract
+from analysis.fmt import rate
+from analysis.judge.caveats import Caveat, caveats
+from analysis.judge.rules import CONFIRMS, CONTRADICTS, PARTLY
+from analysis.judge.samples import rule_text, tail, too_small
+from analysis.judge.transform import at_users, scenarios
+from analysis.judge.verdict import (
+    Judgement,
     Verdict,
-    compute_verdicts,
     fmt_ratio,
+    judge,
     leader_label,
-    noise_threshold,
     styles_at,
 )
-from analysis.why import Limits
+from analysis.judge.why import Limits
+from analysis.load.run import Run, load_run
+from analysis.plot.charts import CHARTS_DIR, Rendered, render_all
+from analysis.plot.styles import label, ordered
+from analysis.report.document import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from analysis.report.sections import (
+    latency_blocks,
+    observer_blocks,
+    opening_blocks,
+    quiet_blocks,
+    upstream_blocks,
+    warning_blocks,
+)
+from analysis.report.why_blocks import mechanism_blocks, sweep_blocks, why_column
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-SHOWN_CAVEATS = 40
 # Manifest sections shown first, in this order; any other key follows.
 MANIFEST_SECTIONS = ("machine", "versions", "pinning")
 # What the run was: shown first, in the manifest's own order.
@@ -64,9 +82,13 @@ HOW_TO_READ = (
     "inter-token latency is the stutter after that.",
     "`mixed`: a light `/hello` probe user runs beside the load. A style whose probe latency "
     "rises with the load makes every request wait for the slow ones.",
-    "Overview: for each scenario, the leader's throughput over the runner-up's and the "
-    "runner-up's p99 over the leader's; above x1 favours the leader, the grey band is noise.",
-    "X markers in throughput charts are excluded cells (invalid or failed): not in any median.",
+    "Overview: for each scenario, the leader's advantage in its verdict metric (throughput, or "
+    "CPU per request where marked) and the runner-up's tail latency over the leader's; above x1 "
+    "favours the leader, the grey band is that scenario's noise threshold.",
+    "CPU per request: server CPU ms per completed request by style at each verdict's load; "
+    "lower is cheaper. Where the load generator saturates first (`hello`), it decides.",
+    "X markers in throughput charts are excluded cells (failed, stalled, invalid or not "
+    "steady): not in any median.",
     "Event-loop lag: how late the server's loop woke a 10 ms timer (solid max, dashed p99). "
     "Anything that holds the loop (a blocking call, CPU work in `async def`) delays every "
     "request on the worker by that much.",
@@ -89,48 +111,69 @@ class ReportFiles:
     charts: list[Path]
 
 
-def write_report(run_dir: Path | str, noise: float | None = None) -> ReportFiles:
-    """Load a run, compute verdicts, render charts and write report.md and report.html."""
+def write_report(
+    run_dir: Path | str, noise: float | None = None, out_dir: Path | str | None = None
+) -> ReportFiles:
+    """Load a run, judge it, render charts and write report.md and report.html.
+
+    They go into `out_dir` (default: the run folder), charts under `out_dir/charts/`.
+    """
     run = load_run(run_dir)
-    agg = aggregate(run.summary)
-    names = scenarios(run.summary)
-    verdicts = compute_verdicts(agg, names, noise)
-    thresholds = {s: noise_threshold(s, noise) for s in names}
-    warnings = caveats(run.summary, agg, thresholds, run.missing_columns)
-    rendered = render_all(run, agg, verdicts, run.path / CHARTS_DIR)
-    blocks = build_report(run, agg, verdicts, warnings, rendered)
-    md = run.path / REPORT_MD
-    page = run.path / REPORT_HTML
-    md.write_text(to_markdown(blocks, run.path), encoding="utf-8")
+    out = Path(out_dir) if out_dir is not None else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    judgement = judge(run.summary, noise)
+    warnings = caveats(run.summary, judgement, run.missing_columns, run.derived, run.manifest)
+    rendered = render_all(run, judgement, out / CHARTS_DIR)
+    blocks = build_report(run, judgement, warnings, rendered, out)
+    md = out / REPORT_MD
+    page = out / REPORT_HTML
+    md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"def or async def: {run.name}"), encoding="utf-8")
     return ReportFiles(md, page, [c.path for c in (*rendered.charts, *rendered.sweep)])
 
 
 def build_report(
     run: Run,
-    agg: pd.DataFrame,
-    verdicts: list[Verdict],
+    judgement: Judgement,
     warnings: list[Caveat],
     rendered: Rendered,
+    out_dir: Path | None = None,
 ) -> list[Block]:
     """The report's blocks, in reading order."""
+    verdicts = judgement.verdicts
+    limits = Limits.from_manifest(run.manifest)
+    where = (
+        ""
+        if out_dir is None or out_dir.resolve() == run.path.resolve()
+        else (f" Written from `{run.path}`.")
+    )
     blocks: list[Block] = [
         Heading(f"def or async def? Run `{run.name}`", 1),
+        *([Paragraph(where.strip())] if where else []),
+        *opening_blocks(run.summary, judgement, warnings, run.missing_columns),
         Heading("The question"),
         Paragraph(QUESTION),
         Heading("Verdicts"),
-        Paragraph(_verdict_rule(verdicts)),
-        verdict_table(verdicts, why_column(agg, verdicts, Limits.from_manifest(run.manifest))),
+        Paragraph(verdict_rule(judgement)),
+        Paragraph(rule_text()),
+        verdict_table(
+            verdicts,
+            why_column(judgement.counted, verdicts, limits, judgement.stalls),
+            judgement.metric_notes,
+        ),
         Heading("Throughput per style at the compared load"),
         Paragraph(
-            "Median requests/s over valid repeats, with p99 latency; **bold** = the winner(s) "
-            "(none when there is no clear winner)."
+            "Medians over the counted repeats, with the highest tail percentile n supports "
+            "(p99 unless named); **bold** = the winner(s) (none when there is no clear winner). "
+            "Where a scenario is judged by CPU per request, it is shown too."
         ),
-        style_table(agg, verdicts),
-        *mechanism_blocks(agg, verdicts),
+        style_table(judgement),
+        *latency_blocks(judgement),
+        *observer_blocks(run.summary),
+        *upstream_blocks(run.summary),
+        *quiet_blocks(run.manifest, judgement),
+        *mechanism_blocks(judgement.counted, verdicts),
         *sweep_blocks(run, rendered),
-        Heading("Warnings"),
-        *_warning_blocks(warnings, rendered.notes),
         Heading("Machine and versions"),
         *manifest_blocks(run.manifest),
         Heading("Settings that shaped the result"),
@@ -148,25 +191,36 @@ def build_report(
     blocks += by_scenario.pop("", [])
     for scenario, images in by_scenario.items():
         blocks += [Heading(f"`{scenario}`", 3), *images]
+    blocks += warning_blocks(warnings, rendered.notes)
     return blocks
 
 
-def verdict_table(verdicts: list[Verdict], why: dict[str, str] | None = None) -> Table:
-    """Scenario, load, winner, ratios, the verdict, the mechanism and the docs rules it tests."""
+def verdict_table(
+    verdicts: list[Verdict],
+    why: dict[str, str] | None = None,
+    metric_notes: dict[str, str] | None = None,
+) -> Table:
+    """Scenario, load, metric, winner, ratio and interval, noise, tail, verdict, why, rules."""
     why = why or {}
+    metric_notes = metric_notes or {}
     rows = []
     for v in verdicts:
         rules = (
             "\n".join(f"{_outcome(c.outcome)}: {c.rule} ({c.detail})" for c in v.checks)
             or "no docs rule mapped to this scenario"
         )
+        judged = _metric_label(v)
+        if v.scenario in metric_notes:
+            judged += f" ({metric_notes[v.scenario]})"
         rows.append(
             [
                 f"`{v.scenario}`",
                 "n/a" if v.users is None else str(v.users),
+                judged,
                 leader_label(v),
-                fmt_ratio(v.rps_ratio),
-                fmt_ratio(v.p99_ratio),
+                fmt_ratio(v.ratio),
+                v.noise,
+                "n/a" if v.users is None else f"{v.tail}: {fmt_ratio(v.tail_ratio)}",
                 v.text,
                 why.get(v.scenario, "not recorded"),
                 rules,
@@ -175,9 +229,11 @@ def verdict_table(verdicts: list[Verdict], why: dict[str, str] | None = None) ->
     header = [
         "scenario",
         "users",
+        "judged by",
         "winner",
-        "throughput ratio (leader / runner-up)",
-        "p99 ratio (runner-up / leader)",
+        "lead: median ratio (repeat interval)",
+        "noise used",
+        "tail ratio (runner-up / leader)",
         "verdict",
         "why (mechanism seen in the server)",
         "FastAPI docs rule: what the data says",
@@ -185,9 +241,24 @@ def verdict_table(verdicts: list[Verdict], why: dict[str, str] | None = None) ->
     return Table(header, rows)
 
 
-def style_table(agg: pd.DataFrame, verdicts: list[Verdict]) -> Table:
-    """One row per scenario, one column per style: throughput and p99 at the verdict's load."""
-    styles = ordered(s for v in verdicts for s in styles_at(agg, v))
+def _metric_label(v: Verdict) -> str:
+    if v.metric == "rps":
+        return "throughput"
+    return (
+        f"`{v.metric}` (lower is better; cells invalid only because the load generator "
+        "saturated are counted)"
+    )
+
+
+def style_table(judgement: Judgement) -> Table:
+    """One row per scenario, one column per style: throughput and tail at the verdict's load."""
+    agg, verdicts = judgement.counted, judgement.verdicts
+    stalled = {(st.scenario, st.style, st.users): st for st in judgement.stalls}
+    at_verdicts = {(v.scenario, v.users) for v in verdicts}
+    styles = ordered(
+        [s for v in verdicts for s in styles_at(agg, v)]
+        + [st for (sc, st, u) in stalled if (sc, u) in at_verdicts]
+    )
     rows = []
     for v in verdicts:
         if v.users is None:
@@ -195,10 +266,22 @@ def style_table(agg: pd.DataFrame, verdicts: list[Verdict]) -> Table:
         at = at_users(agg, v.scenario, v.users)
         cells = []
         for s in styles:
+            stall = stalled.get((v.scenario, s, v.users))
             if s not in at.index:
-                cells.append("-")
+                cells.append(
+                    f"stalled ({stall.stalled} of {stall.repeats} repeats)" if stall else "-"
+                )
                 continue
-            text = f"{rate(at.loc[s, 'rps'])} (p99 {ms(at.loc[s, 'p99_ms'])})"
+            row = at.loc[s]
+            t = tail(row)
+            text = f"{rate(row['rps'])} ({t.text() if t else too_small(row.get('n'))})"
+            if v.metric != "rps" and pd.notna(row.get(v.metric)):
+                text += f"; {row[v.metric]:.3g} ms CPU/req"
+            bound = int(row.get("load_side_invalid", 0) or 0)
+            if bound:
+                text += f"; load generator saturated in {bound} of {int(row['repeats'])} repeats"
+            if stall:
+                text += f"; stalled in {stall.stalled} of {stall.repeats} repeats"
             cells.append(f"**{text}**" if s in v.winners else text)
         rows.append([f"`{v.scenario}`", str(v.users), *cells])
     return Table(["scenario", "users", *[label(s) for s in styles]], rows)
@@ -270,32 +353,34 @@ def settings_table(run: Run) -> Table:
     return Table(header, rows)
 
 
-def _verdict_rule(verdicts: list[Verdict]) -> str:
-    thresholds = sorted({(v.threshold, v.scenario) for v in verdicts})
-    stated = ", ".join(f"`{s}` {t:.0%}" for t, s in thresholds)
+def verdict_rule(judgement: Judgement) -> str:
+    """How the verdicts were decided, with each scenario's noise."""
+    stated = ", ".join(f"`{s}` {n.value:.0%}" for s, n in judgement.noises.items())
+    other = sorted({m for m in judgement.metrics.values() if m != "rps"})
+    by_cost = (
+        f" Scenarios the contract judges by another metric ({', '.join(f'`{m}`' for m in other)}"
+        ", lower is better) count cells invalid only because the load generator saturated: "
+        "the server's cost per request is still its own."
+        if other
+        else ""
+    )
     return (
-        "Each scenario is judged at the highest user count where at least two styles have valid "
-        "cells. The leader is the style with the highest median throughput; a style wins only "
-        "when it beats another by more than the noise threshold **and** their min-max spreads "
-        f"over repeats do not overlap (thresholds: {stated}; MEASURED.md saw 5-10% run-to-run "
-        "variation on `/hello`, 1-5% on I/O). Styles within the noise of the leader share the "
-        "win; when every style is, the verdict is **no clear winner**. Ratios show median "
-        "(min-max). Invalid and failed cells are left out and listed under Warnings."
+        "Each scenario is judged at the highest user count where at least two styles have "
+        "counted cells: status ok, valid, steady (users / (throughput x mean latency) within "
+        f"±{contract.LITTLE_TOLERANCE:.0%} of 1), not stalled, default arm." + by_cost + " The "
+        "leader is the best median; a lead is clear only when the ratio's repeat interval "
+        "(lo = min(a) / max(b), hi = max(a) / min(b)) lies above 1 **and** the median ratio is "
+        "at least 1 + the scenario's noise. The noise comes from the run itself: max("
+        f"{contract.MIN_NOISE:.0%}, median over the scenario's cells of the relative repeat "
+        f"spread (max - min) / median of the verdict metric) ({stated}). Styles within the "
+        "noise of the leader share the win; when every style is, the verdict is **no clear "
+        "winner**. With fewer than 2 repeats there is no interval and no verdict. A stalled "
+        "style is named with its evidence, never turned into a ratio."
     )
 
 
-def _warning_blocks(warnings: list[Caveat], notes: list[str]) -> list[Block]:
-    if not warnings and not notes:
-        return [Paragraph("None: every cell valid, load generator below saturation.")]
-    items = [f"**{w.kind}** `{w.cell}`: {w.detail}" for w in warnings[:SHOWN_CAVEATS]]
-    if len(warnings) > SHOWN_CAVEATS:
-        items.append(f"... and {len(warnings) - SHOWN_CAVEATS} more warnings")
-    items += [f"**chart skipped**: {n}" for n in notes]
-    return [Bullets(items)]
-
-
 def _outcome(outcome: str) -> str:
-    return f"**{outcome}**" if outcome in (CONFIRMS, CONTRADICTS) else outcome
+    return f"**{outcome}**" if outcome in (CONFIRMS, CONTRADICTS, PARTLY) else outcome
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

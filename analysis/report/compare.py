@@ -14,13 +14,33 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from analysis.document import Heading, Image, Paragraph, Table, to_html, to_markdown  # noqa: E402
-from analysis.load import load_run  # noqa: E402
-from analysis.styles import ORDER  # noqa: E402
-from analysis.transform import GROUP, aggregate, ratio_with_spread, require_columns  # noqa: E402
-from analysis.verdict import fmt_ratio, invert, is_clear, noise_threshold  # noqa: E402
+import contract  # noqa: E402
+from analysis.judge.quiet import (  # noqa: E402
+    CALIBRATION_NAMES,
+    Calibration,
+    calibration,
+    comparability,
+)
+from analysis.judge.samples import supported  # noqa: E402
+from analysis.judge.transform import GROUP, ratio_with_spread, require_columns  # noqa: E402
+from analysis.judge.verdict import MIN_REPEATS, fmt_ratio, invert, is_clear, judge  # noqa: E402
+from analysis.load.run import load_run  # noqa: E402
+from analysis.plot.styles import ORDER  # noqa: E402
+from analysis.report.document import (  # noqa: E402
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
 
 UP, DOWN, NOISE = "up", "down", "noise"
+ONE_REPEAT = "one repeat"
+TOO_FEW = "n too small"
+# Without a measured noise (e.g. a hand-built frame), the contract's floor.
+FALLBACK_NOISE = contract.MIN_NOISE
 # log2 of the ratio is clipped here so one huge change does not wash out the colours.
 CLIP_LOG2 = 2.0
 
@@ -36,15 +56,25 @@ class CompareFiles:
     chart: Path
 
 
-def compare_frames(a: pd.DataFrame, b: pd.DataFrame, noise: float | None = None) -> pd.DataFrame:
-    """Per cell present in both aggregates: B / A for rps and p99 with spread and direction."""
+def compare_frames(
+    a: pd.DataFrame, b: pd.DataFrame, noise: float | dict[str, float] | None = None
+) -> pd.DataFrame:
+    """Per cell present in both aggregates: B / A for rps and p99 with spread and direction.
+
+    `noise` is one threshold, or one per scenario (the larger of the two runs' own noise).
+    """
     for frame, name in ((a, "run A"), (b, "run B")):
         require_columns(frame, [*GROUP, "rps", "rps_lo", "rps_hi", "p99_ms"], f"{name} aggregate")
     both = a.merge(b, on=list(GROUP), suffixes=("_a", "_b"))
     records = []
     for _, row in both.iterrows():
-        threshold = noise_threshold(str(row["scenario"]), noise)
+        scenario = str(row["scenario"])
+        if isinstance(noise, dict):
+            threshold = noise.get(scenario, FALLBACK_NOISE)
+        else:
+            threshold = FALLBACK_NOISE if noise is None else noise
         record: dict[str, object] = {k: row[k] for k in GROUP}
+        repeats = [row.get(f"repeats_{x}", MIN_REPEATS) for x in ("a", "b")]
         for metric in ("rps", "p99_ms"):
             num = pd.Series({m: row[f"{m}_b"] for m in (metric, f"{metric}_lo", f"{metric}_hi")})
             den = pd.Series({m: row[f"{m}_a"] for m in (metric, f"{metric}_lo", f"{metric}_hi")})
@@ -56,7 +86,12 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, noise: float | None = None)
                 record[f"{metric}_ratio_lo"],
                 record[f"{metric}_ratio_hi"],
             ) = ratio
-            record[f"{metric}_change"] = direction(ratio, threshold)
+            change = direction(ratio, threshold)
+            if min(int(r) for r in repeats) < MIN_REPEATS:
+                change = ONE_REPEAT
+            if metric == "p99_ms" and not all(supported(99, row.get(f"n_{x}")) for x in ("a", "b")):
+                change = TOO_FEW
+            record[f"{metric}_change"] = change
         record["threshold"] = threshold
         records.append(record)
     columns = [
@@ -133,6 +168,7 @@ def plot_change(ax: Axes, table: pd.DataFrame, metric: str = "rps") -> Axes:
     ax.set_xticks(range(len(users)), [str(u) for u in users])
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("concurrent users")
+    ax.set_ylabel("scenario / style")
     what = "throughput" if metric == "rps" else "p99 latency"
     ax.set_title(f"{what}: run B / run A (~ = inside the noise)")
     colorbar = ax.figure.colorbar(image, ax=ax, shrink=0.8)
@@ -150,8 +186,14 @@ def write_compare(
 ) -> CompareFiles:
     """Load both runs and write compare.md, compare.html, compare.csv and compare.png."""
     a, b = load_run(run_a), load_run(run_b)
-    agg_a, agg_b = aggregate(a.summary), aggregate(b.summary)
-    table = compare_frames(agg_a, agg_b, noise)
+    judged_a, judged_b = judge(a.summary, noise), judge(b.summary, noise)
+    agg_a, agg_b = judged_a.agg, judged_b.agg
+    noises = {
+        s: max(n.value, judged_b.noises[s].value if s in judged_b.noises else n.value)
+        for s, n in judged_a.noises.items()
+    }
+    noises |= {s: n.value for s, n in judged_b.noises.items() if s not in noises}
+    table = compare_frames(agg_a, agg_b, noises)
     out = Path(out_dir) if out_dir is not None else b.path / f"compare-vs-{a.name}"
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "compare.csv"
@@ -169,12 +211,20 @@ def write_compare(
     fig.savefig(chart, dpi=110)
     plt.close(fig)
     only_a, only_b = unmatched(agg_a, agg_b)
-    blocks = [
+    cal_a, cal_b = calibration(a.manifest), calibration(b.manifest)
+    sentence = comparability(cal_a, cal_b, a.name, b.name)
+    blocks: list[Block] = [
         Heading(f"Run `{b.name}` (B) against `{a.name}` (A)", 1),
+        Heading("Are the two runs comparable?"),
+        Paragraph(f"**{sentence[0].upper() + sentence[1:]}.**"),
+        *calibration_tables(((a.name, cal_a), (b.name, cal_b))),
+        Heading("Cell by cell"),
         Paragraph(
-            "Ratios are B / A of the medians over valid repeats, with the widest range the "
+            "Ratios are B / A of the medians over usable repeats, with the widest range the "
             "min-max spreads allow. A change counts only beyond the scenario's noise threshold "
-            "and outside the spreads; otherwise it is marked `noise`. For p99, `down` is better."
+            "(the larger of the two runs' own repeat spread, floor 5%) and outside the spreads; "
+            "otherwise it is marked `noise`; `one repeat` has no interval; a p99 either run's n "
+            "does not support is marked `n too small`. For p99, `down` is better."
         ),
         Image(chart, "throughput and p99 change per cell"),
         Table(
@@ -206,6 +256,29 @@ def write_compare(
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"{b.name} vs {a.name}"), encoding="utf-8")
     return CompareFiles(out, md, page, csv_path, chart)
+
+
+def calibration_tables(runs: tuple[tuple[str, Calibration | None], ...]) -> list[Block]:
+    """Each run's calibration figures, or a line saying it recorded none."""
+    out: list[Block] = []
+    for name, cal in runs:
+        if cal is None:
+            out.append(Paragraph(f"`{name}`: no calibration recorded."))
+            continue
+        keys = cal.keys
+        rows = [
+            [str(e.get("label", i)), *(_figure(e.get(k)) for k in keys)]
+            for i, e in enumerate(cal.entries)
+        ]
+        rows.append(["median", *(_figure(cal.typical(k)) for k in keys)])
+        out.append(Table([f"`{name}`", *(CALIBRATION_NAMES.get(k, k) for k in keys)], rows))
+    return out
+
+
+def _figure(x: object) -> str:
+    if not isinstance(x, int | float) or isinstance(x, bool) or math.isnan(x):
+        return "-"
+    return f"{x:,.0f}"
 
 
 def _row(r: pd.Series) -> list[str]:

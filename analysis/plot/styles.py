@@ -4,6 +4,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from contract import NO_CLIENT
+
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 PALETTE: dict[str, str] = {
     "sync": "#0072B2",
@@ -21,7 +23,7 @@ ORDER: tuple[str, ...] = tuple(PALETTE)
 _SPARE_COLOURS: tuple[str, ...] = ("#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999")
 
 # httpx is every proxy app's default client, so only another client earns its own style.
-DEFAULT_CLIENTS: frozenset[str] = frozenset({"-", "", "httpx", "none"})
+DEFAULT_CLIENTS: frozenset[str] = frozenset({NO_CLIENT, "", "httpx", "none"})
 
 
 def style_of(variant: str, client: str) -> str:

@@ -1,20 +1,40 @@
 """The report's mechanism parts: the why column, what the server saw, and the token sweep."""
 
+from collections.abc import Sequence
+
 import pandas as pd
 
-from analysis.charts import Rendered
-from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.fmt import ms_or_missing, number
-from analysis.load import Run
-from analysis.styles import label, ordered
-from analysis.sweep import aggregate_sweep, gap_text, gaps, sweep_scenarios
-from analysis.transform import DEFAULT_TOKENS, MECHANISM, at_users
-from analysis.verdict import Verdict
-from analysis.why import NOTHING, Limits, explain, thresholds_text
+from analysis.judge.sweep import aggregate_sweep, gap_text, gaps, sweep_scenarios
+from analysis.judge.transform import DEFAULT_TOKENS, MECHANISM, Stall, at_users
+from analysis.judge.verdict import Verdict
+from analysis.judge.why import NOTHING, Limits, explain, thresholds_text
+from analysis.load.run import Run
+from analysis.plot.charts import Rendered
+from analysis.plot.styles import label, ordered
+from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
 
 
-def why_column(agg: pd.DataFrame, verdicts: list[Verdict], limits: Limits) -> dict[str, str]:
-    """Per scenario, the mechanism the losing (and blocking) styles show at the verdict's load."""
+def why_column(
+    agg: pd.DataFrame,
+    verdicts: list[Verdict],
+    limits: Limits,
+    stalls: Sequence[Stall] = (),
+) -> dict[str, str]:
+    """Per scenario, the mechanism the losing (and blocking) styles show at the verdict's load;
+    a style that stalled there is named with its evidence first."""
+    out = _why(agg, verdicts, limits)
+    for v in verdicts:
+        here = [s for s in stalls if s.scenario == v.scenario and s.users == v.users]
+        if here:
+            lines = [s.text() for s in here]
+            rest = out.get(v.scenario, "")
+            keep = rest if rest not in ("", NOTHING, "n/a", "not recorded") else ""
+            out[v.scenario] = "\n".join([*lines, *([keep] if keep else [])])
+    return out
+
+
+def _why(agg: pd.DataFrame, verdicts: list[Verdict], limits: Limits) -> dict[str, str]:
     recorded = [c for c in MECHANISM if c in agg and agg[c].notna().any()]
     out: dict[str, str] = {}
     for v in verdicts:
@@ -64,9 +84,9 @@ def mechanism_blocks(agg: pd.DataFrame, verdicts: list[Verdict]) -> list[Block]:
     return [
         Heading("Why: what the server saw at the compared load"),
         Paragraph(
-            "Medians over valid repeats of the server's own measurements. High loop lag means "
-            "something blocked the event loop; threadpool waiting at the token limit means `def` "
-            "ran out of threads; pool waiting means requests queued for a connection."
+            "Medians over the counted repeats of the server's own measurements. High loop lag "
+            "means something blocked the event loop; threadpool waiting at the token limit means "
+            "`def` ran out of threads; pool waiting means requests queued for a connection."
         ),
         Table(["scenario", "users", "style", *[MECHANISM_LABELS[c] for c in columns]], rows),
         Paragraph(f"Thresholds of the verdict table's why column: {thresholds_text()}."),
@@ -103,7 +123,7 @@ def sweep_blocks(run: Run, rendered: Rendered) -> list[Block]:
             "`def` endpoints run in anyio's threadpool, which allows "
             f"{DEFAULT_TOKENS} threads by default: with more users than tokens, requests queue "
             "for a thread. This run repeated `sync` at several token counts; the verdicts above "
-            f"use {DEFAULT_TOKENS} tokens (or the most common count). Medians over valid repeats."
+            f"use {DEFAULT_TOKENS} tokens (or the most common count). Medians over usable repeats."
         ),
     ]
     for s in names:

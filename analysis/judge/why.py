@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.styles import ordered
+from analysis.plot.styles import ordered
 
 # The lag monitor wakes every 10 ms; an idle or merely busy loop stays within a few ms of that
 # (GC pauses and scheduling on a loaded 2-core box: tens of ms at most). 100 ms late means some
@@ -113,6 +113,7 @@ def thresholds_text() -> str:
         f"every token in use and >= {THREADPOOL_MIN_WAITING:g} task waiting; HTTP pool "
         f"exhausted: >= {HTTP_POOL_MIN_WAITING:g} request waiting for a connection; DB pool "
         f"exhausted: checked-out connections at pool size + overflow; CPU-bound: server >= "
-        f"{CPU_BOUND_PCT:g}% of one core; stalled: no request finished in the window while the "
-        f"server used < {STALLED_MAX_CPU_PCT:g}% of a core"
+        f"{CPU_BOUND_PCT:g}% of one core; stalled: as the run's stall detection flagged it "
+        f"(with its evidence), or, in a run without it, no request finished while the server "
+        f"used < {STALLED_MAX_CPU_PCT:g}% of a core"
     )

@@ -1,0 +1,74 @@
+"""What each cell is (ok, failed, stalled, invalid, not steady) and what a scenario is judged by."""
+
+import re
+
+import pandas as pd
+
+import contract
+
+OK = "ok"
+FAILED = "failed"
+STALLED = contract.STALLED
+INVALID = contract.INVALID
+NOT_STEADY = contract.NOT_STEADY
+# A cell's flags, most serious first: a failed cell that also stalled counts as failed.
+FLAGS: tuple[str, ...] = (FAILED, STALLED, INVALID, NOT_STEADY)
+DEFAULT_ARM = ""
+
+# The parts of an `invalid_reason` that blame the load side alone (loadtests.summary.validity):
+# the server's own cost per request is still measured then, only its throughput is not.
+_LOAD_SIDE = re.compile(r"^(load generator at [\d.]+% of its core|load core at [\d.]+%.*)$")
+
+THROUGHPUT = "rps"
+# Metrics where less is better; any other verdict metric is a rate (more is better).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"cpu_ms_per_req"})
+METRIC_NAMES: dict[str, str] = {
+    "rps": "throughput",
+    "cpu_ms_per_req": "server CPU per request",
+}
+
+
+def column(summary: pd.DataFrame, name: str, default: object) -> pd.Series:
+    """A column of `summary`, or `default` for every row when the frame lacks it."""
+    if name in summary:
+        values = summary[name]
+        if values.isna().any():
+            values = values.astype(object).where(values.notna(), default)
+        return values
+    return pd.Series([default] * len(summary), index=summary.index)
+
+
+def outcomes(summary: pd.DataFrame) -> pd.Series:
+    """Each row's outcome: `ok` or its most serious flag (failed, stalled, invalid, not steady)."""
+    out = pd.Series(OK, index=summary.index, dtype=object)
+    out[~column(summary, "steady", True).astype(bool)] = NOT_STEADY
+    out[~column(summary, "valid", True).astype(bool)] = INVALID
+    out[column(summary, "stalled", False).astype(bool)] = STALLED
+    out[column(summary, "status", "ok") != "ok"] = FAILED
+    return out
+
+
+def arms(summary: pd.DataFrame) -> pd.Series:
+    """Each row's arm: "" for the default arm (observe on), else e.g. `noobs`."""
+    return column(summary, "arm", DEFAULT_ARM).astype(str).str.strip()
+
+
+def load_side_only(reason: object) -> bool:
+    """Whether an `invalid_reason` blames only the load generator (or the shared load core)."""
+    parts = [p.strip() for p in str(reason or "").split(";") if p.strip()]
+    return bool(parts) and all(_LOAD_SIDE.match(p) for p in parts)
+
+
+def contract_metric(scenario: str) -> str:
+    """The metric the contract judges `scenario` by: throughput unless VERDICT_METRIC says."""
+    return contract.VERDICT_METRIC.get(scenario, THROUGHPUT)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is the better one."""
+    return metric not in LOWER_IS_BETTER
+
+
+def metric_name(metric: str) -> str:
+    """A metric in words: `throughput`, `server CPU per request`."""
+    return METRIC_NAMES.get(metric, f"`{metric}`")

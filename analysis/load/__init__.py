@@ -1,0 +1,36 @@
+"""Reading a run folder: the column specifications (schema), typed loading (run) and what an
+older run lacks, derived from what it has (derive)."""
+
+from analysis.load.run import (
+    CELL_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    REQUESTS_FILE,
+    SUMMARY_FILE,
+    Run,
+    RunFormatError,
+    load_manifest,
+    load_metrics,
+    load_requests,
+    load_run,
+    load_summary,
+    load_window,
+    metric_series,
+)
+
+__all__ = [
+    "CELL_FILE",
+    "MANIFEST_FILE",
+    "METRICS_FILE",
+    "REQUESTS_FILE",
+    "SUMMARY_FILE",
+    "Run",
+    "RunFormatError",
+    "load_manifest",
+    "load_metrics",
+    "load_requests",
+    "load_run",
+    "load_summary",
+    "load_window",
+    "metric_series",
+]

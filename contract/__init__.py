@@ -1,0 +1,179 @@
+"""The results contract, written once: names, outcomes and thresholds shared by the lab.
+
+`loadtests` writes runs with these names, `analysis` reads them, the tests check both against
+this module. It imports nothing from either (nor from `servers`): plain data only.
+`results/README.md` documents every name here.
+"""
+
+import math
+
+# --- What a run is made of --------------------------------------------------------------------
+SCENARIOS: tuple[str, ...] = (
+    "hello",
+    "chat",
+    "chat_stream",
+    "items_read",
+    "items_write",
+    "cpu",
+    "mixed",
+)
+VARIANTS: tuple[str, ...] = ("sync", "async", "blocking")
+CLIENTS: tuple[str, ...] = ("httpx", "aiohttp")
+NO_CLIENT = "-"
+
+# --- Every request ends in exactly one outcome (requests.csv `outcome`) -----------------------
+OK = "ok"
+ERROR = "error"  # an unexpected status, a bad body or a connection error
+TIMEOUT = "timeout"  # the load generator's own request timeout fired
+CENSORED = "censored"  # still in flight when the cell ended: latency is its age, a lower bound
+OUTCOMES: tuple[str, ...] = (OK, ERROR, TIMEOUT, CENSORED)
+# Row kinds of requests.csv: whole requests, stream marks, and the mixed scenario's probe.
+KINDS: tuple[str, ...] = ("request", "ttft", "itl", "probe")
+# Kinds whose rows are requests with an outcome (ttft/itl rows are marks inside a request).
+REQUEST_KINDS: tuple[str, ...] = ("request", "probe")
+
+RAW_COLUMNS: tuple[str, ...] = (
+    "ts",
+    "kind",
+    "name",
+    "latency_ms",
+    "ok",
+    "outcome",
+    "app_ms",
+    "upstream_ms",
+    "db_ms",
+)
+
+# --- summary.csv: names and order (types for the readers) ---------------------------------------
+SUMMARY_TYPES: dict[str, str] = {
+    "scenario": "str",
+    "variant": "str",
+    "client": "str",
+    "arm": "str",
+    "users": "int",
+    "repeat": "int",
+    "requests": "int",
+    "ok": "int",
+    "errors": "int",
+    "timeouts": "int",
+    "censored": "int",
+    "failures": "int",
+    "rps": "float",
+    "p50_ms": "float",
+    "p90_ms": "float",
+    "p95_ms": "float",
+    "p99_ms": "float",
+    "max_ms": "float",
+    "censored_min_ms": "float",
+    "error_p50_ms": "float",
+    "error_max_ms": "float",
+    "ttft_p50_ms": "float",
+    "ttft_p99_ms": "float",
+    "itl_p50_ms": "float",
+    "itl_p99_ms": "float",
+    "probe_requests": "int",
+    "probe_p50_ms": "float",
+    "probe_p99_ms": "float",
+    "probe_max_ms": "float",
+    "little_ratio": "float",
+    "steady": "bool",
+    "gap_max_s": "float",
+    "stalled": "bool",
+    "stall_evidence": "str",
+    "loadgen_cpu_pct": "float",
+    "upstream_cpu_pct": "float",
+    "server_cpu_pct": "float",
+    "cpu_ms_per_req": "float",
+    "upstream_served_ms": "float",
+    "upstream_drift_ms": "float",
+    "cut_off": "int",
+    "valid": "bool",
+    "invalid_reason": "str",
+    "status": "str",
+    "reason": "str",
+    "cell_id": "str",
+    "duration_s": "float",
+    "warmup_s": "float",
+    "threadpool_tokens": "int",
+    "observe": "bool",
+    "upstream_latency_ms": "float",
+    "loop_lag_max_ms": "float",
+    "loop_lag_p99_ms": "float",
+    "threadpool_peak_in_use": "float",
+    "threadpool_peak_waiting": "float",
+    "http_pool_peak_active": "float",
+    "http_pool_peak_waiting": "float",
+    "db_pool_peak_checked_out": "float",
+    "server_rss_peak_mb": "float",
+    "overhead_p50_ms": "float",
+    "overhead_p99_ms": "float",
+}
+SUMMARY_COLUMNS: tuple[str, ...] = tuple(SUMMARY_TYPES)
+# Filled from the cell's /metrics series (loadtests/scrape.py).
+MECHANISM_COLUMNS: tuple[str, ...] = SUMMARY_COLUMNS[
+    SUMMARY_COLUMNS.index("loop_lag_max_ms") : SUMMARY_COLUMNS.index("overhead_p50_ms")
+]
+STATUSES: tuple[str, ...] = ("ok", "failed")
+# What a cell is, as the console, summary and report name it (most serious first).
+STALLED = "stalled"
+NOT_STEADY = "not steady"
+INVALID = "invalid"
+
+# --- Thresholds -------------------------------------------------------------------------------
+# The load side is saturated above this share of its core; its numbers are then its own.
+LOADGEN_MAX_PCT = 90.0
+# Locust and the upstream share one core: together they must leave it some headroom too.
+LOAD_CORE_MAX_PCT = 95.0
+# Little's law for a closed loop: users = throughput x mean latency. A cell whose measured
+# users/(throughput x latency) is further than this from 1 was not in a steady state.
+LITTLE_TOLERANCE = 0.20
+# A percentile q is printed only with at least this many samples beyond it: p50 needs 20,
+# p90 100, p95 200, p99 1,000. Below that the report shows "n too small".
+SAMPLES_BEYOND = 10
+# A stall: requests in flight and none completed for `stall_s` (a matrix setting), which must
+# exceed every timeout in the server by this margin so a deadlock is told from a slow error.
+STALL_MARGIN_S = 2.0
+# A shorter gap without completions is still worth naming: its evidence goes in `stall_evidence`.
+GAP_NOTE_S = 2.0
+# A verdict's lead must exceed the run's own repeat spread and this floor, whichever is larger.
+MIN_NOISE = 0.05
+# Scenarios judged by another summary column than throughput (lower is better): where the load
+# generator saturates before the server, server CPU per request still tells the styles apart.
+VERDICT_METRIC = {"hello": "cpu_ms_per_req"}
+
+
+def min_samples(q: float) -> int:
+    """Samples needed to print percentile `q` (0-100): SAMPLES_BEYOND beyond it."""
+    if q >= 100:
+        return 1
+    return math.ceil(SAMPLES_BEYOND / (1 - q / 100) - 1e-9)
+
+
+def supported(q: float, n: int | None) -> bool:
+    """Whether `n` samples support printing percentile `q`."""
+    return n is not None and n >= min_samples(q)
+
+
+# --- The server environment the orchestrator may set (checked against servers.settings) -------
+# Name of the Settings field -> environment variable. A typo here fails a test.
+SERVER_ENV: dict[str, str] = {
+    name: f"LAB_{name.upper()}"
+    for name in (
+        "db_path",
+        "db_reset",
+        "db_seed_rows",
+        "db_pool_timeout_s",
+        "threadpool_tokens",
+        "upstream_url",
+        "http_client",
+        "http_timeout_s",
+        "observe",
+        "mock_ttft_ms",
+        "mock_itl_ms",
+    )
+}
+# Server timeouts a stall threshold must exceed, and their defaults in servers.settings.
+SERVER_TIMEOUTS: tuple[str, ...] = ("db_pool_timeout_s", "http_timeout_s")
+
+# --- Calibration (manifest.json `calibration`) ---------------------------------------------------
+CALIBRATION_KEYS: tuple[str, ...] = ("python_loop_per_s", "asgi_hello_per_s")

@@ -1,0 +1,91 @@
+"""The method of issue 8 on real processes: every request accounted for, a stall named.
+
+A stub server answers 20 requests, then holds every later one for 60 s. Locust runs against it
+through the orchestrator's own `run_cell`; the test checks what the server saw against what the
+run recorded.
+"""
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from contract import CENSORED, OK, OUTCOMES
+from loadtests.matrix import Cell, MatrixSpec
+from loadtests.process import Pinning, free_port, spawn, wait_healthy
+from loadtests.runner import RunContext, run_cell
+from loadtests.summary import load_requests, write_summary
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+USERS = 5
+FAST = 20
+STALL_S = 3.0
+
+
+@pytest.fixture
+def stub(tmp_path: Path):
+    """The stub server on a free port: yields its URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "tests.stub_server:app", "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--log-level", "warning"]
+    env = {"STUB_FAST": str(FAST), "STUB_HOLD_S": "60", "PYTHONPATH": str(REPO)}
+    with spawn(cmd, tmp_path / "stub.log", env=env, cwd=REPO) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(proc, f"{url}/ready")
+        yield url
+
+
+def received(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/count", timeout=5) as response:
+        return json.loads(response.read())["received"]
+
+
+@pytest.mark.timeout(90)
+def test_stall_accounts_for_every_request_and_is_named(tmp_path: Path, stub: str) -> None:
+    # Server timeouts are set low so a 3 s stall threshold is legal (it must exceed them).
+    spec = MatrixSpec(
+        scenarios=["hello"],
+        variants=["async"],
+        users=[USERS],
+        warmup_s=0,
+        duration_s=1,
+        grace_s=STALL_S + 5,
+        stall_s=STALL_S,
+        server_env={"db_pool_timeout_s": 0.5, "http_timeout_s": 0.5},
+    )
+    ctx = RunContext(out=tmp_path / "run", pinning=Pinning(None, None), target=stub)
+    began = time.time()
+    doc = run_cell(Cell("hello", "async", "-", USERS, 1), spec, ctx)
+    assert doc["status"] == "ok", doc["reason"]
+
+    rows = load_requests(tmp_path / "run" / doc["cell_id"] / "requests.csv")
+    main = rows[rows["kind"] == "request"]
+    # Every request the server received is a row, each with exactly one outcome.
+    assert len(main) == received(stub)
+    assert set(main["outcome"]) <= set(OUTCOMES)
+    counts = main["outcome"].value_counts()
+    assert counts.get(OK, 0) == FAST
+    assert counts.get(CENSORED, 0) == USERS
+    # Censored requests carry their age: from their start to the cell's end, at least the stall.
+    held = main[main["outcome"] == CENSORED]
+    ended = doc["locust"]["test_stop"]
+    assert ((held["ts"] + held["latency_ms"] / 1000) - ended).abs().max() < 1.0
+    assert (held["latency_ms"] >= STALL_S * 1000).all()
+
+    # The cell is labelled stalled with its evidence, and it ended at the stall, not the grace.
+    judged = doc["judged"]
+    assert judged["stalled"] is True
+    assert f"with {USERS} in flight" in judged["stall_evidence"]
+    assert time.time() - began < spec.warmup_s + spec.grace_s + 20
+    m = doc["metrics"]
+    assert m["requests"] == m["ok"] + m["errors"] + m["timeouts"] + m["censored"]
+    row = pd.read_csv(write_summary(tmp_path / "run")).iloc[0]
+    assert bool(row["stalled"]) and row["censored"] == USERS and row["ok"] == FAST
+    # The p99 rests on 25 samples and reaches the censored ones: a lower bound, by the contract.
+    assert row["censored_min_ms"] <= row["p99_ms"]
