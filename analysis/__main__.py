@@ -17,6 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write RUN_DIR/report.md, report.html and charts/")
     report.add_argument("run_dir", help="a results/<run-id> folder")
     report.add_argument("--out", help="output folder (default: the run folder itself)")
+    report.add_argument(
+        "--reference",
+        default="results/reference",
+        help="run whose machine calibration this one is compared with (default: %(default)s)",
+    )
     compare = sub.add_parser("compare", help="how each cell changed from run A to run B")
     compare.add_argument("run_a", help="the baseline run folder")
     compare.add_argument("run_b", help="the run compared against it")
@@ -37,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
-            files = write_report(args.run_dir, args.noise, args.out)
+            files = write_report(args.run_dir, args.noise, args.out, args.reference)
             print(f"wrote {files.markdown}, {files.html} and {len(files.charts)} charts")
         else:
             out = write_compare(args.run_a, args.run_b, args.out, args.noise)

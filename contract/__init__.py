@@ -77,6 +77,8 @@ SUMMARY_TYPES: dict[str, str] = {
     "probe_max_ms": "float",
     "little_ratio": "float",
     "steady": "bool",
+    "users_in_loop": "int",
+    "starved": "int",
     "gap_max_s": "float",
     "stalled": "bool",
     "stall_evidence": "str",

@@ -183,6 +183,7 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         "window_start": pick("window_start", min),
         "window_end": pick("window_end", max),
         "window_samples": pick("window_samples", max),
+        "users_in_loop": pick("users_in_loop", min),
         "test_stopping": pick("test_stopping", min),
         "test_stop": pick("test_stop", max),
         "last_completion": pick("last_completion", max),

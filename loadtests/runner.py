@@ -263,7 +263,10 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
     start, end = meta["window_start"], meta["window_end"]
     cell_end = meta.get("test_stop") or end
     users = cell.users
-    metrics = summarize_requests(load_requests(collected.requests), start, end, users, cell_end)
+    metrics = summarize_requests(
+        load_requests(collected.requests), start, end, users, cell_end, meta["test_start"]
+    )
+    metrics["users_in_loop"] = meta.get("users_in_loop")
     sampler = collected.cpu
     cpu = {
         f"{name}_{stat}": (None if v is None else round(v, 1))
@@ -477,8 +480,19 @@ def flags(doc: dict[str, Any]) -> list[str]:
     if not doc["valid"]:
         out.append(f"[yellow]INVALID[/] {doc['invalid_reason']}")
     if metrics.get("steady") is False:
-        out.append(f"[yellow]{NOT_STEADY.upper()}[/] (Little: {metrics['little_ratio']:.2f})")
+        out.append(f"[yellow]{NOT_STEADY.upper()}[/] ({not_steady_evidence(doc)})")
     return out
+
+
+def not_steady_evidence(doc: dict[str, Any]) -> str:
+    """Why Little's law failed, in the cell's own numbers."""
+    m = doc["metrics"]
+    parts = [f"Little: {m['little_ratio']:.2f}"]
+    if m.get("users_in_loop") is not None and m["users_in_loop"] < doc["users"]:
+        parts.append(f"{m['users_in_loop']}/{doc['users']} users had an answer before the window")
+    if m.get("starved"):
+        parts.append(f"{m['starved']} requests waited through the whole window")
+    return "; ".join(parts)
 
 
 def describe(doc: dict[str, Any]) -> str:

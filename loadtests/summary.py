@@ -97,10 +97,12 @@ def summarize_requests(
     end: float,
     users: int | None = None,
     cell_end: float | None = None,
+    cell_start: float | None = None,
 ) -> dict[str, Any]:
     """Outcomes, rps and latency percentiles of the requests that started in [start, end).
 
-    `users` (closed loop) enables the Little's-law check; `cell_end` is when the drain ended.
+    `users` (closed loop) enables the Little's-law check; `cell_start` and `cell_end` bound the
+    completion gaps (a stall that began in the warm-up counts from there).
     """
     rows = with_outcomes(rows)
     window = rows[(rows["ts"] >= start) & (rows["ts"] < end)]
@@ -125,7 +127,10 @@ def summarize_requests(
     ok = int(counts.get(OK, 0))
     little = little_ratio(users, len(main), seconds, main["latency_ms"])
     all_main = rows[rows["kind"] == "request"]
-    gaps = completion_gaps(all_main, start, cell_end or end)
+    gaps = completion_gaps(all_main, start if cell_start is None else cell_start, cell_end or end)
+    # Requests that waited through the whole window: users the window's numbers never saw.
+    stop = all_main["ts"] + all_main["latency_ms"] / 1000
+    starved = int(((all_main["ts"] < start) & (stop >= end)).sum())
     return {
         "requests": len(main),
         "ok": ok,
@@ -154,6 +159,7 @@ def summarize_requests(
         "overhead_p99_ms": overhead_p99,
         "little_ratio": little,
         "steady": None if little is None else abs(little - 1) <= LITTLE_TOLERANCE,
+        "starved": starved,
         "gap_max_s": gaps.longest_s,
         "gap_bounds": gaps.bounds,
         "gap_in_flight": gaps.in_flight,

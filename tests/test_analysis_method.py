@@ -514,3 +514,25 @@ def test_calibration_must_be_a_list_of_objects(tmp_path: Path) -> None:
     )
     with pytest.raises(RunFormatError, match=r"`calibration\[0\]\.ts` must be a number"):
         load_run(run)
+
+
+def test_report_compares_the_machine_with_the_reference_run() -> None:
+    from analysis.judge.quiet import calibration
+    from analysis.report.sections import reference_blocks
+
+    def manifest(speed: float) -> dict:
+        return {
+            "calibration": [
+                {"label": "before", "ts": 1.0, "python_loop_per_s": speed, "asgi_hello_per_s": 5e4}
+            ]
+        }
+
+    run = calibration(manifest(2e7))
+    assert run is not None
+    assert reference_blocks(run, None) == []
+    same = reference_blocks(run, ("results/reference", manifest(2.04e7)))
+    assert "comparable: machine speed differs by" in same[0].text and "Warning" not in same[0].text
+    slower = reference_blocks(run, ("results/reference", manifest(1.4e7)))
+    assert "**Warning:** not comparable" in slower[0].text
+    older = reference_blocks(run, ("results/reference", {}))
+    assert "no calibration recorded in `results/reference`" in older[0].text

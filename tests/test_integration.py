@@ -209,7 +209,9 @@ def test_upstream_stats_in_a_real_process(tmp_path: Path) -> None:
             with client.stream(
                 "POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers=slow
             ) as r:
-                assert next(r.iter_lines()).startswith("data:")
+                # Keep the iterator: a dropped `iter_lines()` generator closes the response.
+                lines = r.iter_lines()
+                assert next(lines).startswith("data:")
                 assert client.get("/stats").json()["open_streams"] == 1
             # The client hung up mid-stream: uvicorn tells the app, the stream closes.
             deadline = time.monotonic() + 3

@@ -110,6 +110,11 @@ def test_no_request_in_the_window_is_not_steady() -> None:
     got = summarize_requests(rows, 100.0, 106.0, users=200, cell_end=119.0)
     assert got["requests"] == 0 and got["steady"] is False
     assert got["gap_max_s"] == pytest.approx(19.0)
+    # It waited through the whole window: a user the window's numbers never saw.
+    assert got["starved"] == 1
+    # Measured from the cell's start, the gap includes the warm-up the stall began in.
+    got = summarize_requests(rows, 100.0, 106.0, users=200, cell_end=119.0, cell_start=95.0)
+    assert got["gap_max_s"] == pytest.approx(24.0)
 
 
 def test_stall_threshold_must_exceed_every_server_timeout() -> None:

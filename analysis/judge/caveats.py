@@ -137,11 +137,26 @@ def _flagged(summary: pd.DataFrame, metrics: Mapping[str, str]) -> list[Caveat]:
                 Caveat(
                     NOT_STEADY,
                     cell,
-                    f"{measured}; steady means within ±{contract.LITTLE_TOLERANCE:.0%} of 1: "
-                    "kept out of every verdict",
+                    f"{measured}; steady means within ±{contract.LITTLE_TOLERANCE:.0%} of 1"
+                    f"{_unsteady_evidence(row)}: kept out of every verdict",
                 )
             )
     return out
+
+
+def _unsteady_evidence(row: pd.Series) -> str:
+    """What the cell saw that a steady closed loop would not: starved users, a long gap."""
+    parts = []
+    in_loop, users = row.get("users_in_loop"), row.get("users")
+    if in_loop is not None and pd.notna(in_loop) and in_loop < users:
+        parts.append(f"only {int(in_loop)} of {int(users)} users had an answer before the window")
+    starved = row.get("starved")
+    if starved is not None and pd.notna(starved) and starved > 0:
+        parts.append(f"{int(starved)} requests waited through the whole window")
+    evidence = _text(row.get("stall_evidence"), "")
+    if evidence:
+        parts.append(f"longest gap: {evidence}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _counts(summary: pd.DataFrame) -> list[Caveat]:

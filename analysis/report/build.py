@@ -22,7 +22,7 @@ from analysis.judge.verdict import (
     styles_at,
 )
 from analysis.judge.why import Limits
-from analysis.load.run import Run, load_run
+from analysis.load.run import Run, load_manifest, load_run
 from analysis.plot.charts import CHARTS_DIR, Rendered, render_all
 from analysis.plot.styles import label, ordered
 from analysis.report.document import (
@@ -111,20 +111,41 @@ class ReportFiles:
     charts: list[Path]
 
 
+# The committed reference run: a new run's machine speed is compared with its calibration.
+DEFAULT_REFERENCE = Path("results/reference")
+
+
+def reference_manifest(
+    reference: Path | str | None, run_path: Path
+) -> tuple[str, dict[str, Any]] | None:
+    """(name, manifest) of the reference run, unless there is none or it is the run itself."""
+    if reference is None:
+        return None
+    path = Path(reference)
+    if not (path / "manifest.json").is_file() or path.resolve() == run_path.resolve():
+        return None
+    return str(path), load_manifest(path / "manifest.json")
+
+
 def write_report(
-    run_dir: Path | str, noise: float | None = None, out_dir: Path | str | None = None
+    run_dir: Path | str,
+    noise: float | None = None,
+    out_dir: Path | str | None = None,
+    reference: Path | str | None = DEFAULT_REFERENCE,
 ) -> ReportFiles:
     """Load a run, judge it, render charts and write report.md and report.html.
 
-    They go into `out_dir` (default: the run folder), charts under `out_dir/charts/`.
+    They go into `out_dir` (default: the run folder), charts under `out_dir/charts/`. The
+    machine's calibration is compared with the `reference` run's, when that is another run.
     """
     run = load_run(run_dir)
+    ref = reference_manifest(reference, run.path)
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
     judgement = judge(run.summary, noise)
     warnings = caveats(run.summary, judgement, run.missing_columns, run.derived, run.manifest)
     rendered = render_all(run, judgement, out / CHARTS_DIR)
-    blocks = build_report(run, judgement, warnings, rendered, out)
+    blocks = build_report(run, judgement, warnings, rendered, out, ref)
     md = out / REPORT_MD
     page = out / REPORT_HTML
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
@@ -138,6 +159,7 @@ def build_report(
     warnings: list[Caveat],
     rendered: Rendered,
     out_dir: Path | None = None,
+    reference: tuple[str, dict[str, Any]] | None = None,
 ) -> list[Block]:
     """The report's blocks, in reading order."""
     verdicts = judgement.verdicts
@@ -171,7 +193,7 @@ def build_report(
         *latency_blocks(judgement),
         *observer_blocks(run.summary),
         *upstream_blocks(run.summary),
-        *quiet_blocks(run.manifest, judgement),
+        *quiet_blocks(run.manifest, judgement, reference),
         *mechanism_blocks(judgement.counted, verdicts),
         *sweep_blocks(run, rendered),
         Heading("Machine and versions"),

@@ -24,7 +24,9 @@ from analysis.judge.observer import observer_effect
 from analysis.judge.quiet import (
     CALIBRATION_NAMES,
     UPSTREAM_DRIFT_MAX,
+    Calibration,
     calibration,
+    comparability,
     upstream_drift,
 )
 from analysis.judge.samples import fmt_pct, rule_text
@@ -272,8 +274,15 @@ def upstream_blocks(summary: pd.DataFrame) -> list[Block]:
     ]
 
 
-def quiet_blocks(manifest: Mapping[str, Any], judgement: Judgement) -> list[Block]:
-    """How quiet the machine was: calibration figures over the run and their drift."""
+def quiet_blocks(
+    manifest: Mapping[str, Any],
+    judgement: Judgement,
+    reference: tuple[str, Mapping[str, Any]] | None = None,
+) -> list[Block]:
+    """How quiet the machine was: calibration over the run, its drift, and against a reference.
+
+    `reference` is (name, manifest) of the committed reference run, when there is one.
+    """
     head: list[Block] = [Heading("How quiet was the machine")]
     cal = calibration(manifest)
     if cal is None:
@@ -317,12 +326,26 @@ def quiet_blocks(manifest: Mapping[str, Any], judgement: Judgement) -> list[Bloc
         *head,
         Paragraph(
             "The same two micro-benchmarks before the run and after each pass: a pure-Python "
-            "loop and an in-process ASGI `/hello`. If they move, the machine's speed moved "
-            "under the measurements."
+            "loop on the server core, and a bare ASGI `/hello` under uvicorn on the server core "
+            "driven from the load core. If they move, the machine's speed moved under the "
+            "measurements."
         ),
         Table(["when", "time", *(CALIBRATION_NAMES.get(k, k) for k in keys)], rows),
         Paragraph(verdict),
+        *reference_blocks(cal, reference),
     ]
+
+
+def reference_blocks(
+    cal: Calibration, reference: tuple[str, Mapping[str, Any]] | None
+) -> list[Block]:
+    """One sentence: was this machine as fast as the reference run's, so figures compare?"""
+    if reference is None:
+        return []
+    name, ref_manifest = reference
+    sentence = comparability(calibration(ref_manifest), cal, name, "this run")
+    warn = "**Warning:** " if sentence.startswith("not comparable") else ""
+    return [Paragraph(f"Against the reference run `{name}`: {warn}{sentence}.")]
 
 
 def warning_blocks(warnings: Sequence[Caveat], notes: Sequence[str]) -> list[Block]:
