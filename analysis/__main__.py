@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--reference",
         default="results/reference",
-        help="run whose machine calibration this one is compared with (default: %(default)s)",
+        help="run whose machine calibration this one is compared with (default: %(default)s; "
+        "'' for none)",
     )
     compare = sub.add_parser("compare", help="how each cell changed from run A to run B")
     compare.add_argument("run_a", help="the baseline run folder")
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
-            files = write_report(args.run_dir, args.noise, args.out, args.reference)
+            files = write_report(args.run_dir, args.noise, args.out, args.reference or None)
             print(f"wrote {files.markdown}, {files.html} and {len(files.charts)} charts")
         else:
             out = write_compare(args.run_a, args.run_b, args.out, args.noise)

@@ -536,3 +536,21 @@ def test_report_compares_the_machine_with_the_reference_run() -> None:
     assert "**Warning:** not comparable" in slower[0].text
     older = reference_blocks(run, ("results/reference", {}))
     assert "no calibration recorded in `results/reference`" in older[0].text
+
+
+def test_compare_says_whether_verdicts_agree() -> None:
+    from analysis.judge.verdict import Verdict
+    from analysis.report.compare import verdict_agreement
+
+    def won(scenario: str, leader: str, clear: bool = True) -> Verdict:
+        return Verdict(
+            scenario, 0.05, users=200, leader=leader, runner_up="sync", clear=clear, tied=(leader,)
+        )
+
+    a = [won("chat", "async"), won("cpu", "async", clear=False), won("hello", "async")]
+    b = [won("chat", "async"), won("cpu", "sync", clear=False), won("hello", "sync")]
+    rows = verdict_agreement(a, b)
+    assert [r[0] for r in rows] == ["`chat`", "`cpu`", "`hello`"]
+    # Both "no clear winner" agree whoever led; a different winner does not.
+    assert [r[-1] for r in rows] == ["same", "same", "**differs**"]
+    assert verdict_agreement(a, [])[0][3:5] == ["-", "not judged"]

@@ -1,6 +1,7 @@
 """Compare two runs cell by cell: ratios B / A of throughput and p99, noise-marked, plus a chart."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,15 @@ from analysis.judge.quiet import (  # noqa: E402
 )
 from analysis.judge.samples import supported  # noqa: E402
 from analysis.judge.transform import GROUP, ratio_with_spread, require_columns  # noqa: E402
-from analysis.judge.verdict import MIN_REPEATS, fmt_ratio, invert, is_clear, judge  # noqa: E402
+from analysis.judge.verdict import (  # noqa: E402
+    MIN_REPEATS,
+    Verdict,
+    fmt_ratio,
+    invert,
+    is_clear,
+    judge,
+    leader_label,
+)
 from analysis.load.run import load_run  # noqa: E402
 from analysis.plot.styles import ORDER  # noqa: E402
 from analysis.report.document import (  # noqa: E402
@@ -178,6 +187,24 @@ def plot_change(ax: Axes, table: pd.DataFrame, metric: str = "rps") -> Axes:
     return ax
 
 
+def verdict_agreement(a: Sequence[Verdict], b: Sequence[Verdict]) -> list[list[str]]:
+    """One row per scenario judged in either run: each run's winner and whether they agree.
+
+    Two verdicts agree when they name the same winner(s), or both say "no clear winner"; the
+    load they were judged at is shown, since a flag can move a verdict to another load.
+    """
+    by_a, by_b = {v.scenario: v for v in a}, {v.scenario: v for v in b}
+    rows = []
+    for scenario in [*by_a, *(s for s in by_b if s not in by_a)]:
+        va, vb = by_a.get(scenario), by_b.get(scenario)
+        cells = []
+        for v in (va, vb):
+            cells += ["-", "not judged"] if v is None else [str(v.users or "-"), leader_label(v)]
+        same = va is not None and vb is not None and leader_label(va) == leader_label(vb)
+        rows.append([f"`{scenario}`", *cells, "same" if same else "**differs**"])
+    return rows
+
+
 def write_compare(
     run_a: Path | str,
     run_b: Path | str,
@@ -218,6 +245,15 @@ def write_compare(
         Heading("Are the two runs comparable?"),
         Paragraph(f"**{sentence[0].upper() + sentence[1:]}.**"),
         *calibration_tables(((a.name, cal_a), (b.name, cal_b))),
+        Heading("Do the verdicts agree?"),
+        Table(
+            ["scenario", "users A", "winner A", "users B", "winner B", "agree"],
+            agreement := verdict_agreement(judged_a.verdicts, judged_b.verdicts),
+        ),
+        Paragraph(
+            f"{sum(r[-1] == 'same' for r in agreement)} of {len(agreement)} verdicts agree "
+            "(the same winner, or both no clear winner)."
+        ),
         Heading("Cell by cell"),
         Paragraph(
             "Ratios are B / A of the medians over usable repeats, with the widest range the "
