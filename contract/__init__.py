@@ -27,8 +27,7 @@ ERROR = "error"  # an unexpected status, a bad body or a connection error
 TIMEOUT = "timeout"  # the load generator's own request timeout fired
 CENSORED = "censored"  # still in flight when the cell ended: latency is its age, a lower bound
 OUTCOMES: tuple[str, ...] = (OK, ERROR, TIMEOUT, CENSORED)
-# Row kinds of requests.csv: whole requests, stream marks, and the mixed scenario's probe.
-KINDS: tuple[str, ...] = ("request", "ttft", "itl", "probe")
+# Row kinds of requests.csv are `request`, `ttft`, `itl` (marks inside a stream) and `probe`.
 # Kinds whose rows are requests with an outcome (ttft/itl rows are marks inside a request).
 REQUEST_KINDS: tuple[str, ...] = ("request", "probe")
 

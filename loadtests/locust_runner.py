@@ -5,13 +5,13 @@ import json
 import math
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contract import RAW_COLUMNS
-from loadtests.process import kill_group, spawn
+from loadtests.process import kill_group
 from loadtests.scenarios import Scenario
 
 # Locust imports, spawns and writes its reports around the run itself.
@@ -134,20 +134,6 @@ def wait_locust(proc: subprocess.Popen[bytes], timeout_s: float) -> LocustRun:
         kill_group(proc)
         code, timed_out = None, True
     return LocustRun(code, timed_out, time.monotonic() - start)
-
-
-def run_locust(
-    cmd: Sequence[str],
-    log_path: Path,
-    timeout_s: float,
-    cpus: Sequence[int] | None = None,
-    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
-) -> LocustRun:
-    """Run Locust to completion, killing its process group after `timeout_s`."""
-    with spawn(cmd, log_path, cpus=cpus) as proc:
-        if on_start is not None:
-            on_start(proc)
-        return wait_locust(proc, timeout_s)
 
 
 def merge_raw(cell_dir: Path) -> tuple[Path, dict[str, Any]]:

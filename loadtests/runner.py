@@ -374,10 +374,15 @@ def stats_delta(
 
 
 def upstream_drift(delta: dict[str, float] | None, configured_ms: float | None) -> dict[str, Any]:
-    """Mean latency the upstream served during the cell, and its drift from the configured one."""
+    """Mean latency the upstream served during the cell, and its drift from the configured one.
+
+    The mock's own `configured_ms_sum` (jitter included) is the reference when it reports one.
+    """
     if not delta or not delta.get("requests") or configured_ms is None:
         return {"upstream_served_ms": None, "upstream_drift_ms": None}
     served = delta["served_ms_sum"] / delta["requests"]
+    if delta.get("configured_ms_sum"):
+        configured_ms = delta["configured_ms_sum"] / delta["requests"]
     return {
         "upstream_served_ms": round(served, 3),
         "upstream_drift_ms": round(served - configured_ms, 3),
@@ -487,7 +492,8 @@ def flags(doc: dict[str, Any]) -> list[str]:
 def not_steady_evidence(doc: dict[str, Any]) -> str:
     """Why Little's law failed, in the cell's own numbers."""
     m = doc["metrics"]
-    parts = [f"Little: {m['little_ratio']:.2f}"]
+    ratio = m.get("little_ratio")
+    parts = [f"Little: {ratio:.2f}" if ratio is not None else "no request started in the window"]
     if m.get("users_in_loop") is not None and m["users_in_loop"] < doc["users"]:
         parts.append(f"{m['users_in_loop']}/{doc['users']} users had an answer before the window")
     if m.get("starved"):

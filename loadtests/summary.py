@@ -6,7 +6,6 @@ bound); failed requests' latencies are reported apart. Little's law checks the s
 """
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +157,7 @@ def summarize_requests(
         "overhead_p50_ms": overhead_p50,
         "overhead_p99_ms": overhead_p99,
         "little_ratio": little,
-        "steady": None if little is None else abs(little - 1) <= LITTLE_TOLERANCE,
+        "steady": steadiness(little, users, len(main)),
         "starved": starved,
         "gap_max_s": gaps.longest_s,
         "gap_bounds": gaps.bounds,
@@ -167,6 +166,13 @@ def summarize_requests(
         "since_last_completion_s": gaps.since_last_s,
         "in_flight_at_end": int((all_main["outcome"] == CENSORED).sum()),
     }
+
+
+def steadiness(little: float | None, users: int | None, started: int) -> bool | None:
+    """Little's law within tolerance; False when users were there and none started a request."""
+    if little is None:
+        return False if users and started == 0 else None
+    return abs(little - 1) <= LITTLE_TOLERANCE
 
 
 def little_ratio(
@@ -179,8 +185,9 @@ def little_ratio(
     if not users or seconds <= 0:
         return None
     if started == 0:
-        # Users in the system and none got a new request in: nothing flows, nothing is steady.
-        return math.inf
+        # Users in the system and none got a new request in: nothing flows. No ratio (JSON has
+        # no infinity); `steadiness` says False for it.
+        return None
     in_system = started / seconds * float(latencies_ms.mean()) / 1000
     return users / in_system if in_system > 0 else None
 

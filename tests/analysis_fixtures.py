@@ -244,7 +244,8 @@ def write_requests(path: Path, row: dict[str, object], rng: np.random.Generator)
     p50 = float(row["p50_ms"])
     rows: list[tuple[float, str, str, float, int]] = []
     latencies = rng.lognormal(np.log(p50), 0.35, n)
-    rows += [(1.7e9 + i / 100, "request", "GET /x", lat, 1) for i, lat in enumerate(latencies)]
+    # Inside the cell's window (T0 + 3 .. T0 + 13), as the charts read only the window's rows.
+    rows += [(T0 + 3 + i / 100, "request", "GET /x", lat, 1) for i, lat in enumerate(latencies)]
     if row["scenario"] == "chat_stream":
         ttft = rng.lognormal(np.log(float(row["ttft_p50_ms"])), 0.3, n)
         itl = rng.lognormal(np.log(float(row["itl_p50_ms"])), 0.3, n * 3)

@@ -150,7 +150,7 @@ def test_not_steady_cell_is_flagged_and_kept_out_of_the_verdict() -> None:
         cell("chat", "async", 50, 1, 200.0, client="httpx"),
         cell("chat", "async", 50, 2, 202.0, client="httpx"),
         # A third async repeat not in a steady state: Little's law off by 60%.
-        cell("chat", "async", 50, 3, 900.0, client="httpx", little_ratio=1.6, steady=True),
+        cell("chat", "async", 50, 3, 900.0, client="httpx", little_ratio=1.6, steady=False),
     ]
     s = frame(rows)
     assert list(outcomes(s)) == ["ok"] * 4 + ["not steady"]
@@ -348,6 +348,7 @@ def test_blocking_rule_moves_to_the_highest_load_where_blocking_counted() -> Non
                 client="httpx",
                 upstream_latency_ms=50.0,
                 little_ratio=0.5,
+                steady=False,
             ),
         ]
     (v,) = judge(frame(rows)).verdicts
@@ -554,3 +555,28 @@ def test_compare_says_whether_verdicts_agree() -> None:
     # Both "no clear winner" agree whoever led; a different winner does not.
     assert [r[-1] for r in rows] == ["same", "same", "**differs**"]
     assert verdict_agreement(a, [])[0][3:5] == ["-", "not judged"]
+
+
+def test_latency_distribution_uses_the_tables_population(tmp_path: Path) -> None:
+    # The CDF chart reads what the percentiles read: the window's ok and censored requests.
+    from analysis.load.run import load_run
+    from analysis.plot.charts import cdf_samples
+    from tests.analysis_fixtures import T0, write_run
+
+    path = write_run(tmp_path)
+    run = load_run(path)
+    row = run.summary[(run.summary["scenario"] == "chat") & (run.summary["repeat"] == 1)].iloc[0]
+    rows = [
+        (T0 + 5, "request", "x", 10.0, 1, "ok"),
+        (T0 + 6, "request", "x", 20.0, 0, "censored"),
+        (T0 + 7, "request", "x", 30.0, 0, "error"),
+        (T0 + 1, "request", "x", 99_999.0, 1, "ok"),  # warm-up: not in the window
+    ]
+    with (path / row["cell_id"] / "requests.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ts", "kind", "name", "latency_ms", "ok", "outcome"])
+        writer.writerows(rows)
+    samples = cdf_samples(run, "chat", int(row["users"]))
+    mine = samples[row["style"]]
+    assert 10.0 in mine and 20.0 in mine
+    assert 30.0 not in mine and 99_999.0 not in mine

@@ -43,6 +43,8 @@ def test_littles_law_flags_a_cell_that_drops_users() -> None:
 def test_little_ratio_needs_data() -> None:
     assert little_ratio(None, 10, 1.0, pd.Series([1.0])) is None
     assert little_ratio(5, 0, 0.0, pd.Series(dtype=float)) is None
+    # Users present, nothing started: no ratio (JSON has no infinity), and not steady.
+    assert little_ratio(5, 0, 1.0, pd.Series(dtype=float)) is None
 
 
 def test_every_outcome_is_counted_and_failures_are_apart() -> None:
@@ -197,4 +199,7 @@ def test_stall_evidence_names_the_gauges() -> None:
 def test_upstream_drift() -> None:
     delta = {"requests": 10, "served_ms_sum": 580.0}
     assert upstream_drift(delta, 50.0) == {"upstream_served_ms": 58.0, "upstream_drift_ms": 8.0}
+    # With jitter, what the mock was asked for is the reference, not the nominal latency.
+    jittered = {**delta, "configured_ms_sum": 550.0}
+    assert upstream_drift(jittered, 50.0)["upstream_drift_ms"] == 3.0
     assert upstream_drift(None, 50.0)["upstream_served_ms"] is None

@@ -35,12 +35,14 @@ def derive(frame: pd.DataFrame, missing: tuple[str, ...]) -> tuple[pd.DataFrame,
             "`stalled` = no request finished in the window and none failed (the run predates "
             "stall detection)"
         )
-    if "little_ratio" in out:
-        # The contract's tolerance decides, whatever a `steady` column says.
-        measured = out["little_ratio"].notna()
-        within = (out["little_ratio"] - 1).abs() <= contract.LITTLE_TOLERANCE + 1e-12
-        out.loc[measured, "steady"] = within[measured]
-        out["steady"] = out["steady"].astype(bool)
+    if "steady" in absent and "little_ratio" not in absent:
+        # A run that wrote the ratio but not the flag: the contract's tolerance decides.
+        within = (out["little_ratio"] - 1).abs() <= contract.LITTLE_TOLERANCE
+        out["steady"] = within | out["little_ratio"].isna()
+        notes.append("`steady` = `little_ratio` within the contract's tolerance of 1")
+    if "steady" in out:
+        # Written by the orchestrator (summary.steadiness); empty = not checkable, not a flag.
+        out["steady"] = out["steady"].astype("boolean").fillna(True).astype(bool)
     if {"steady", "little_ratio"} <= absent:
         notes.append("steadiness (Little's law) not checked: `steady` and `little_ratio` absent")
     return out, tuple(notes)

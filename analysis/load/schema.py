@@ -40,6 +40,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = tuple(
 )
 
 REQUESTS_COLUMNS: tuple[Column, ...] = (
+    # When the request started (epoch s): what places it in the cell's window.
+    Column("ts", "float"),
     Column("kind", "str", required=True, nullable=False),
     Column("latency_ms", "float", required=True, nullable=False),
     Column("ok", "bool", required=True, nullable=False),

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import contract  # noqa: E402
 from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
 from analysis.judge.transform import at_reference_tokens, excluded, usable  # noqa: E402
 from analysis.judge.verdict import Judgement, Verdict  # noqa: E402
@@ -181,7 +182,11 @@ def _stream_chart(agg: pd.DataFrame, scenario: str, out_dir: Path) -> Chart:
 def cdf_samples(
     run: Run, scenario: str, users: int, kind: str = "request"
 ) -> dict[str, np.ndarray]:
-    """Successful latencies per style at one load, pooled over valid repeats; {} if no raw files."""
+    """Latencies per style at one load, pooled over valid repeats; {} if no raw files.
+
+    The same population as the tables' percentiles: requests that started in the cell's window,
+    `ok` or `censored` (at their lower bound); failed ones are reported apart.
+    """
     cells = usable(run.summary)
     cells = cells[(cells["scenario"] == scenario) & (cells["users"] == users)]
     samples: dict[str, list[np.ndarray]] = {}
@@ -190,9 +195,14 @@ def cdf_samples(
         if not path.exists():
             continue
         frame = load_requests(path, kinds=[kind])
-        samples.setdefault(str(row.style), []).append(
-            frame.loc[frame["ok"], "latency_ms"].to_numpy()
-        )
+        keep = frame["ok"]
+        outcome = frame["outcome"].fillna("") if "outcome" in frame else pd.Series(dtype=str)
+        if (outcome != "").any():  # runs from before outcomes keep `ok`
+            keep = outcome.isin([contract.OK, contract.CENSORED])
+        window = load_window(run.path / str(row.cell_id) / CELL_FILE)
+        if window is not None and "ts" in frame and frame["ts"].notna().any():
+            keep &= (frame["ts"] >= window[0]) & (frame["ts"] < window[1])
+        samples.setdefault(str(row.style), []).append(frame.loc[keep, "latency_ms"].to_numpy())
     return {style: np.concatenate(parts) for style, parts in samples.items()}
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from locust import FastHttpUser, task
 
-from loadtests.locustfiles.common import back_to_back, expect, tracked
+from contract import TIMEOUT
+from loadtests.locustfiles.common import back_to_back, expect, fail, outcome_of, tracked
 
 PATH = "/v1/chat/completions"
 LABEL = f"POST {PATH}"
@@ -97,11 +98,14 @@ class ChatStreamUser(FastHttpUser):
             ) as r,
         ):
             if r.status_code != 200:
-                r.failure(f"status {r.status_code}: {(r.text or '')[:200]}")
+                fail(r, f"status {r.status_code}: {(r.text or '')[:200]}")
                 return
             try:
                 error = read_stream(r, lambda: marks.append(time.perf_counter()))
             except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
+                if outcome_of(exc) == TIMEOUT:
+                    r.failure(exc)  # the client's own timeout, mid-stream: outcome `timeout`
+                    return
                 error = f"bad stream: {exc!r}"
             if error is None and len(marks) != opts.max_tokens:
                 error = f"{len(marks)} tokens, expected {opts.max_tokens}"

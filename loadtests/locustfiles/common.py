@@ -100,7 +100,7 @@ class Recorder:
         """Keep one raw row; rows are formatted after the run, not while measuring."""
         self.rows.append((ts, kind, name, latency_ms, outcome, timing))
 
-    def completed(self, ts: float, kind: str) -> None:
+    def completed(self, ts: float, kind: str, outcome: str) -> None:
         """A request's outcome was written: it is no longer in flight."""
         flight = self.flights.get(gevent.getcurrent())
         if flight is not None and flight.kind == kind:
@@ -108,7 +108,8 @@ class Recorder:
         self.users_done.add(id(gevent.getcurrent()))
         if kind == "request":
             self.last_completion = time.time()
-            if self.window_start is not None and ts >= self.window_start:
+            # The sample target counts latency samples: successful requests of the window.
+            if outcome == OK and self.window_start is not None and ts >= self.window_start:
                 self.window_samples += 1
 
     def begin(self, kind: str, label: str) -> None:
@@ -127,6 +128,7 @@ class Recorder:
             # An exception escaped (or none was recorded): an error, never a silent gap.
             age_ms = (time.time() - flight.start) * 1000
             self.row(flight.start, flight.kind, flight.label, age_ms, ERROR)
+            self.completed(flight.start, flight.kind, ERROR)
 
     def censor(self, flight: Flight, now: float | None = None) -> None:
         """Write a request still in flight, its latency its age: a lower bound."""
@@ -209,7 +211,13 @@ def run_clock(runner: Any, opts: Any) -> None:
     """
     began = RECORDER.meta["test_start"]
     gevent.sleep(max(0.0, began + opts.warmup_seconds - time.time()))
-    while len(RECORDER.users_done) < runner.user_count and time.time() < began + opts.warmup_max:
+    # The master of several processes runs no users: it cannot see them answered, nor samples.
+    local = not isinstance(runner, WorkerRunner) and (opts.processes or 1) <= 1
+    while (
+        local
+        and len(RECORDER.users_done) < runner.user_count
+        and time.time() < began + opts.warmup_max
+    ):
         gevent.sleep(TICK_S)
     # Timed from the test's start, so a window without warm-up holds the very first requests.
     start = (
@@ -217,14 +225,11 @@ def run_clock(runner: Any, opts: Any) -> None:
         if opts.warmup_max
         else began + opts.warmup_seconds
     )
-    RECORDER.meta["users_in_loop"] = len(RECORDER.users_done)
+    RECORDER.meta["users_in_loop"] = len(RECORDER.users_done) if local else None
     RECORDER.window_start = RECORDER.meta["window_start"] = start
     gevent.sleep(max(0.0, start + opts.window_min - time.time()))
     longest = max(opts.window_max, opts.window_min)
-    # The master of several processes cannot see its workers' samples: it runs the longest window.
-    target = (
-        0 if isinstance(runner, WorkerRunner) or (opts.processes or 1) > 1 else opts.sample_target
-    )
+    target = opts.sample_target if local else 0
     while time.time() - start < longest:
         if target and RECORDER.window_samples >= target:
             break
@@ -302,15 +307,20 @@ def server_timing(value: str | None) -> tuple[str, str, str]:
 
 
 def outcome_of(exception: BaseException | None) -> str:
-    """`ok`, `timeout` (the load generator's own timeout fired) or `error`."""
+    """`ok`, `timeout` (the load generator's own timeout fired) or `error`.
+
+    geventhttpclient wraps a socket timeout in `RetriesExceeded(original=...)`: look inside.
+    """
     if exception is None:
         return OK
-    # A status such as 504 is the server's answer (an error); these are the client's own clock.
-    if (
-        isinstance(exception, TimeoutError | gevent.Timeout)
-        or "Timeout" in type(exception).__name__
-    ):
-        return TIMEOUT
+    seen: BaseException | None = exception
+    for _ in range(4):
+        if seen is None:
+            break
+        # A status such as 504 is the server's answer (an error); these are the client's clock.
+        if isinstance(seen, TimeoutError | gevent.Timeout) or "Timeout" in type(seen).__name__:
+            return TIMEOUT
+        seen = getattr(seen, "original", None) or seen.__cause__ or seen.__context__
     return ERROR
 
 
@@ -330,9 +340,10 @@ def _record(
     ts = start_time if start_time is not None else time.time() - response_time / 1000
     headers = getattr(response, "headers", None)
     timing = server_timing(headers.get("server-timing")) if headers else NO_TIMING
-    RECORDER.row(ts, kind, label, response_time, outcome_of(exception), timing)
+    outcome = outcome_of(exception)
+    RECORDER.row(ts, kind, label, response_time, outcome, timing)
     if kind in REQUEST_KINDS:
-        RECORDER.completed(ts, kind)
+        RECORDER.completed(ts, kind, outcome)
 
 
 def back_to_back(task: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -367,11 +378,17 @@ class tracked:  # lower case: reads like a function in `with tracked(...), ...`
         RECORDER.end(exc)
 
 
+def fail(response: Any, text: str) -> None:
+    """Mark `response` failed; a client-side timeout keeps its exception (outcome `timeout`)."""
+    error = getattr(response, "error", None)
+    response.failure(error if outcome_of(error) == TIMEOUT else text)
+
+
 def expect(response: Any, status: int, valid: Callable[[Any], bool]) -> Any:
     """Mark `response` failed unless it has `status` and a JSON body `valid` accepts."""
     if response.status_code != status:
         text = (response.text or "")[:200] if response.status_code else str(response.error)
-        response.failure(f"status {response.status_code}: {text}")
+        fail(response, f"status {response.status_code}: {text}")
         return None
     try:
         # Bytes straight to json: Locust's .text may guess the encoding first.
