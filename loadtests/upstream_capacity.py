@@ -9,13 +9,39 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loadtests.locust_runner import locust_command, merge_raw, wait_locust
+from contract import LOADGEN_MAX_PCT
+from loadtests.locust_runner import Clock, locust_command, merge_raw, wait_locust
 from loadtests.process import CpuSampler, Pinning, run_server, spawn
 from loadtests.scenarios import Scenario
-from loadtests.summary import LOADGEN_MAX_PCT, load_requests, summarize_requests
+from loadtests.summary import load_requests, summarize_requests
 
 # The proxies and the mock share the chat route, so the chat user drives the mock as it is.
 UPSTREAM = Scenario("upstream", "chat.py", ("ChatUser",))
+
+
+def capacity_command(
+    url: str, users: int, duration_s: float, warmup_s: float, ttft_ms: float, out: Path
+) -> list[str]:
+    """The Locust command: the chat user against the bare upstream, a fixed window."""
+    clock = Clock(
+        warmup_s=warmup_s,
+        window_min_s=duration_s,
+        window_max_s=duration_s,
+        sample_target=0,
+        grace_s=5,
+        stall_s=5,
+    )
+    return locust_command(
+        UPSTREAM,
+        host=url,
+        users=users,
+        spawn_rate=max(users, 1),
+        clock=clock,
+        cell_dir=out,
+        # The mock upstream has no /ready: it is bare Starlette with /health.
+        options={"max_tokens": 1, "ttft_ms": ttft_ms, "itl_ms": 0, "ready_path": "/health"},
+        python=sys.executable,
+    )
 
 
 def measure(out: Path, users: int, duration_s: float, warmup_s: float, ttft_ms: float) -> dict:
@@ -30,25 +56,14 @@ def measure(out: Path, users: int, duration_s: float, warmup_s: float, ttft_ms: 
         ) as (upstream, url),
     ):
         sampler.watch("upstream", upstream.pid)
-        cmd = locust_command(
-            UPSTREAM,
-            host=url,
-            users=users,
-            spawn_rate=max(users, 1),
-            run_time_s=warmup_s + duration_s,
-            stop_timeout_s=5,
-            cell_dir=out,
-            options={"max_tokens": 1, "ttft_ms": ttft_ms, "itl_ms": 0},
-            python=sys.executable,
-        )
+        cmd = capacity_command(url, users, duration_s, warmup_s, ttft_ms, out)
         with spawn(cmd, out / "locust.log", cpus=pinning.load) as locust:
             sampler.watch("loadgen", locust.pid)
             run = wait_locust(locust, warmup_s + duration_s + 60)
     raw, meta = merge_raw(out)
-    if not run.ok or meta["test_stopping"] is None:
+    if not run.ok or meta["window_end"] is None:
         raise RuntimeError(f"Locust failed ({run}); see {out / 'locust.log'}")
-    end = meta["test_stopping"]
-    start = end - duration_s
+    start, end = meta["window_start"], meta["window_end"]
     return {
         **summarize_requests(load_requests(raw), start, end),
         "upstream_cpu_pct": sampler.percent("upstream", start, end),

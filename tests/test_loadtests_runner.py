@@ -210,3 +210,13 @@ def test_a_server_that_dies_fails_the_cell_not_the_matrix(tmp_path: Path) -> Non
     assert doc["reason"].startswith("server never became ready: exited with code 1")
     saved = json.loads((tmp_path / doc["cell_id"] / "cell.json").read_text())
     assert saved["reason"] == doc["reason"] and saved["valid"] is False
+
+
+def test_upstream_capacity_command(tmp_path: Path) -> None:
+    from loadtests.upstream_capacity import capacity_command
+
+    cmd = capacity_command("http://127.0.0.1:9", 200, 15.0, 2.0, 50.0, tmp_path)
+    # The bare mock has /health, not the apps' /ready; the window is fixed (no sample target).
+    assert option(cmd, "--ready-path") == "/health"
+    assert option(cmd, "--window-min") == option(cmd, "--window-max") == "15"
+    assert option(cmd, "--sample-target") == "0" and option(cmd, "--warmup-seconds") == "2"
