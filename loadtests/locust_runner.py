@@ -48,10 +48,14 @@ class Clock:
     warmup_max_s: float = 0.0
 
     @property
+    def run_s(self) -> float:
+        """The longest the load runs before the drain: the longest warm-up and window."""
+        return max(self.warmup_s, self.warmup_max_s) + max(self.window_min_s, self.window_max_s)
+
+    @property
     def longest_s(self) -> float:
         """The longest a cell's load can last: warm-up, longest window, longest drain."""
-        warmup = max(self.warmup_s, self.warmup_max_s)
-        return warmup + max(self.window_min_s, self.window_max_s) + self.grace_s
+        return self.run_s + self.grace_s
 
 
 def locust_command(
@@ -66,9 +70,6 @@ def locust_command(
     python: str = "python",
 ) -> list[str]:
     """The `python -m locust` command of one cell (headless, CSVs, HTML, raw rows)."""
-    run_time_s = max(clock.warmup_s, clock.warmup_max_s) + max(
-        clock.window_min_s, clock.window_max_s
-    )
     cmd = [
         python,
         "-m",
@@ -101,7 +102,7 @@ def locust_command(
         "--stall-seconds",
         f"{clock.stall_s:g}",
         "--run-time",
-        f"{math.ceil(run_time_s) + RUN_TIME_BACKSTOP_S}s",
+        f"{math.ceil(clock.run_s) + RUN_TIME_BACKSTOP_S}s",
         "--stop-timeout",
         f"{math.ceil(clock.grace_s) + RUN_TIME_BACKSTOP_S}s",
         "--csv",

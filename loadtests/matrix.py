@@ -275,7 +275,7 @@ class MatrixSpec:
 
     def cell_seconds(self, cell: Cell) -> float:
         """Estimated wall time of one cell (a window closing on its sample target: halfway)."""
-        longest = max(self.window_max_s, self.duration_s)
+        longest = self.clock().window_max_s
         window = (self.duration_s + longest) / 2 if self.sample_target else longest
         return CELL_OVERHEAD_S + self.warmup_s + window + self.drain_s(cell)
 

@@ -45,19 +45,24 @@ def received(url: str) -> int:
         return json.loads(response.read())["received"]
 
 
-@pytest.mark.timeout(90)
-def test_stall_accounts_for_every_request_and_is_named(tmp_path: Path, stub: str) -> None:
+def stub_spec(**overrides: object) -> MatrixSpec:
+    """One `hello` cell against the stub, no warm-up, a 3 s stall threshold."""
     # Server timeouts are set low so a 3 s stall threshold is legal (it must exceed them).
-    spec = MatrixSpec(
+    return MatrixSpec(
         scenarios=["hello"],
         variants=["async"],
         users=[USERS],
         warmup_s=0,
-        duration_s=1,
         grace_s=STALL_S + 5,
         stall_s=STALL_S,
         server_env={"db_pool_timeout_s": 0.5, "http_timeout_s": 0.5},
+        **overrides,  # type: ignore[arg-type]
     )
+
+
+@pytest.mark.timeout(90)
+def test_stall_accounts_for_every_request_and_is_named(tmp_path: Path, stub: str) -> None:
+    spec = stub_spec(duration_s=1)
     ctx = RunContext(out=tmp_path / "run", pinning=Pinning(None, None), target=stub)
     doc = run_cell(Cell("hello", "async", "-", USERS, 1), spec, ctx)
     assert doc["status"] == "ok", doc["reason"]
@@ -92,17 +97,7 @@ def test_stall_accounts_for_every_request_and_is_named(tmp_path: Path, stub: str
 def test_the_load_generators_own_timeout_is_its_own_outcome(tmp_path: Path, stub: str) -> None:
     # Locust gives up on a request after 1 s: the held requests end as `timeout`, not `error`,
     # and since they complete (as timeouts) the cell is not a stall.
-    spec = MatrixSpec(
-        scenarios=["hello"],
-        variants=["async"],
-        users=[USERS],
-        warmup_s=0,
-        duration_s=2.5,
-        grace_s=STALL_S + 5,
-        stall_s=STALL_S,
-        request_timeout_s=1.0,
-        server_env={"db_pool_timeout_s": 0.5, "http_timeout_s": 0.5},
-    )
+    spec = stub_spec(duration_s=2.5, request_timeout_s=1.0)
     ctx = RunContext(out=tmp_path / "run", pinning=Pinning(None, None), target=stub)
     doc = run_cell(Cell("hello", "async", "-", USERS, 1), spec, ctx)
     assert doc["status"] == "ok", doc["reason"]
