@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick bench-threadpool report compare clean
+.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls report compare clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ bench-quick: $(STAMP)
 bench-threadpool: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/threadpool.toml --out results/threadpool-$(RUN_ID)
 	$(BIN)/python -m analysis report results/threadpool-$(RUN_ID)
+
+bench-stalls: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/stalls.toml --out results/stalls-$(RUN_ID)
+	$(BIN)/python -m analysis report results/stalls-$(RUN_ID)
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }

@@ -18,7 +18,9 @@ SCENARIOS: tuple[str, ...] = (
     "mixed",
 )
 VARIANTS: tuple[str, ...] = ("sync", "async", "blocking")
-CLIENTS: tuple[str, ...] = ("httpx", "aiohttp")
+CLIENTS: tuple[str, ...] = ("httpx", "httpx2", "aiohttp")
+# Clients with a sync API, so `sync` and `blocking` can run them too (aiohttp is async only).
+SYNC_CLIENTS: tuple[str, ...] = ("httpx", "httpx2")
 NO_CLIENT = "-"
 
 # --- Every request ends in exactly one outcome (requests.csv `outcome`) -----------------------
@@ -81,6 +83,7 @@ SUMMARY_TYPES: dict[str, str] = {
     "gap_max_s": "float",
     "stalled": "bool",
     "stall_evidence": "str",
+    "threads": "str",
     "loadgen_cpu_pct": "float",
     "upstream_cpu_pct": "float",
     "server_cpu_pct": "float",
@@ -164,10 +167,17 @@ SERVER_ENV: dict[str, str] = {
         "db_reset",
         "db_seed_rows",
         "db_pool_timeout_s",
+        "db_pool_size",
+        "db_session",
+        "db_max_concurrency",
         "threadpool_tokens",
+        "fastapi_overflow",
         "upstream_url",
         "http_client",
         "http_timeout_s",
+        "http_max_connections",
+        "http_max_concurrency",
+        "stream_close",
         "observe",
         "mock_ttft_ms",
         "mock_itl_ms",

@@ -24,6 +24,7 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "scenarios": ("scenarios", _csv(str), "comma-separated scenarios"),
     "variants": ("variants", _csv(str), "comma-separated server variants"),
     "async-clients": ("async_clients", _csv(str), "HTTP clients of the async variant"),
+    "sync-clients": ("sync_clients", _csv(str), "HTTP clients of sync and blocking"),
     "users": ("users", _csv(int), "comma-separated user levels"),
     "duration": ("duration_s", float, "shortest measured window per cell, s"),
     "window-max": ("window_max_s", float, "longest window, s (closes early on --sample-target)"),

@@ -177,6 +177,7 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         "drain_s": pick("drain_s", max),
         "in_flight_at_end": sum(m.get("in_flight_at_end") or 0 for m in metas),
         "stalled": stalled[0] if stalled else None,
+        "thread_dumps": pick("thread_dumps", lambda v: v[0]),
         "not_ready": pick("not_ready", min),
         "spawned": pick("spawned", max),
         "spawning_complete": pick("spawning_complete", max),

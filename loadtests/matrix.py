@@ -5,7 +5,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from contract import CLIENTS, NO_CLIENT, SERVER_ENV, SERVER_TIMEOUTS, STALL_MARGIN_S, VARIANTS
+from contract import (
+    CLIENTS,
+    NO_CLIENT,
+    SERVER_ENV,
+    SERVER_TIMEOUTS,
+    STALL_MARGIN_S,
+    SYNC_CLIENTS,
+    VARIANTS,
+)
 from loadtests.locust_runner import Clock
 from loadtests.scenarios import SCENARIOS
 from servers.settings import Settings
@@ -78,8 +86,9 @@ class MatrixSpec:
 
     scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    # HTTP clients of the `async` variant on proxy scenarios; sync/blocking always use httpx.
+    # HTTP clients on proxy scenarios: of the `async` variant, and of `sync` and `blocking`.
     async_clients: list[str] = field(default_factory=lambda: ["httpx"])
+    sync_clients: list[str] = field(default_factory=lambda: ["httpx"])
     users: list[int] = field(default_factory=lambda: [1, 10, 50, 100, 200])
     repeats: int = 1
     # The window lasts at least duration_s, then closes once `sample_target` requests that
@@ -97,6 +106,11 @@ class MatrixSpec:
     # No completion for this long with requests in flight: a stall (the drain stops there). Must
     # exceed every server timeout (server_env or the servers' defaults) by STALL_MARGIN_S.
     stall_s: float = 35.0
+    # No completion for this long with requests in flight: py-spy dumps the server's threads
+    # (threads.txt; again at stall_s: threads-stall.txt), summarised in cell.json `threads`.
+    # Under the proxies' 5 s upstream timeout, so a stall those timeouts break up is seen too.
+    # 0 turns it off.
+    dump_after_s: float = 4.0
     # Server settings (servers.settings field names) applied to every cell, recorded per cell.
     server_env: dict[str, Any] = field(default_factory=dict)
     # Named extra arms ([[arms]] tables); their cells run in every pass after the main cells.
@@ -124,6 +138,7 @@ class MatrixSpec:
             "warmup_max_s",
             "grace_s",
             "stall_s",
+            "dump_after_s",
         ):
             setattr(self, name, float(getattr(self, name)))
         self.arms = [a if isinstance(a, Arm) else Arm.parse(a) for a in self.arms]
@@ -135,6 +150,7 @@ class MatrixSpec:
             ("scenario", self.scenarios, SCENARIOS),
             ("variant", self.variants, VARIANTS),
             ("client", self.async_clients, CLIENTS),
+            ("sync client", self.sync_clients, SYNC_CLIENTS),
         ):
             unknown = [x for x in given if x not in known]
             if unknown or not given:
@@ -224,10 +240,10 @@ class MatrixSpec:
         return self.token_levels[0] if cell.tokens is None else cell.tokens
 
     def clients_for(self, scenario: str, variant: str) -> list[str]:
-        """HTTP clients that apply: several for `async` on proxy scenarios, else one or none."""
+        """HTTP clients that apply: on proxy scenarios those of the variant's style, else none."""
         if not SCENARIOS[scenario].proxy:
             return [NO_CLIENT]
-        return list(self.async_clients) if variant == "async" else ["httpx"]
+        return list(self.async_clients if variant == "async" else self.sync_clients)
 
     def cells(self) -> list[Cell]:
         """Every cell, repeats outermost so each repeat is a full pass (interleaved repeats)."""

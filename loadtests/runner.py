@@ -41,6 +41,7 @@ from loadtests.process import (
 from loadtests.scenarios import SCENARIOS
 from loadtests.scrape import MetricsScraper, Row, cpu_rows, summarize_metrics, write_metrics
 from loadtests.summary import load_requests, summarize_requests, validity, write_summary
+from loadtests.threads import summarize as summarize_threads
 
 
 @dataclass
@@ -116,8 +117,13 @@ def cell_settings(cell: Cell, spec: MatrixSpec, env: dict[str, str]) -> dict[str
     }
 
 
-def cell_command(cell: Cell, spec: MatrixSpec, ctx: RunContext, host: str) -> list[str]:
-    """The Locust command line of a cell."""
+def cell_command(
+    cell: Cell, spec: MatrixSpec, ctx: RunContext, host: str, server_pid: int | None = None
+) -> list[str]:
+    """The Locust command line of a cell (with the server's pid, it can dump its threads)."""
+    options = locust_options(cell, spec)
+    if server_pid is not None and spec.dump_after_s:
+        options.update(server_pid=server_pid, dump_after=spec.dump_after_s)
     return locust_command(
         SCENARIOS[cell.scenario],
         host=host,
@@ -125,7 +131,7 @@ def cell_command(cell: Cell, spec: MatrixSpec, ctx: RunContext, host: str) -> li
         spawn_rate=spec.spawn_rate,
         clock=spec.clock(),
         cell_dir=ctx.out / cell.cell_id,
-        options=locust_options(cell, spec),
+        options=options,
         processes=ctx.locust_processes,
         python=ctx.python,
     )
@@ -212,7 +218,7 @@ def collect(
             sampler.watch("server", server.pid)
         if ctx.upstream_pid is not None:
             sampler.watch("upstream", ctx.upstream_pid)
-        cmd = cell_command(cell, spec, ctx, host)
+        cmd = cell_command(cell, spec, ctx, host, server.pid if server is not None else None)
         (cell_dir / "command.json").write_text(json.dumps(cmd))
         timeout = spec.clock().longest_s + STARTUP_SLACK_S
         # Locust imports while the server starts (other core); both wait for /ready, a route
@@ -311,6 +317,7 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
             else None
         ),
         **upstream_drift(collected.upstream, spec.upstream_latency_ms(cell.scenario)),
+        **thread_dump(ctx.out / cell.cell_id, meta.get("thread_dumps")),
     }
     return Judged(
         window=(start, end),
@@ -323,6 +330,19 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
         stall_evidence=evidence,
         extra=extra,
     )
+
+
+def thread_dump(cell_dir: Path, dumps: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The cell's `threads` diagnosis, from the last dump taken while nothing completed."""
+    if not dumps:
+        return {"threads": ""}
+    info = dumps[-1]
+    dump = cell_dir / str(info.get("file", ""))
+    if info.get("error") or not dump.is_file():
+        return {"threads": f"no dump: {info.get('error', 'dump file missing')}"}
+    found = summarize_threads(dump.read_text())
+    at = f"after {info['since_s']:.1f} s without a completion, {info.get('in_flight')} in flight"
+    return {"threads": f"{found['diagnosis']} ({at})", "thread_waits": found["waits"]}
 
 
 def stall_evidence(

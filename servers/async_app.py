@@ -6,10 +6,9 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from servers import db, errors, proxy
+from servers import db, errors, proxy, streaming
 from servers.aiohttp_transport import AiohttpTransport
 from servers.common import configure_threadpool, create_app
 from servers.cpu import burn
@@ -38,10 +37,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.http_client == "aiohttp"
         else None
     )
-    async with httpx.AsyncClient(**proxy.client_kwargs(settings), transport=transport) as client:
+    http = proxy.http_module(settings)
+    async with http.AsyncClient(**proxy.client_kwargs(settings), transport=transport) as client:
         app.state.http = client
         app.state.engine = engine
-        app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        app.state.sessions = db.async_sessions(engine, settings)
+        app.state.stream = streaming.response_class(settings.stream_close)
         yield
     await engine.dispose()
 
@@ -50,13 +51,18 @@ async def get_http(request: Request) -> httpx.AsyncClient:
     return request.app.state.http
 
 
+async def admit() -> AsyncIterator[None]:
+    """Held from a request's start until its response, stream included, is sent."""
+    yield
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
 
 
 HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, **db.session_depends(get_settings()))]
 
 app = create_app(lifespan)
 
@@ -83,13 +89,18 @@ async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.aiter_bytes():
             yield chunk
-    except httpx.HTTPError as exc:
+    except errors.TRANSPORT_ERRORS as exc:
         yield errors.sse_error(exc)
     finally:
         await response.aclose()
 
 
-@app.post("/v1/chat/completions", response_model=ChatCompletion, responses=proxy.CHAT_RESPONSES)
+@app.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses=proxy.CHAT_RESPONSES,
+    dependencies=proxy.admission(admit, get_settings()),
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, client: HttpDep
 ) -> Response:
@@ -106,7 +117,7 @@ async def chat_completions(
         await response.aclose()
         raise errors.from_upstream_status(response.status_code, response.headers, content)
     if body.stream:
-        return StreamingResponse(relay(response), media_type=MEDIA_TYPE)
+        return request.app.state.stream(relay(response), media_type=MEDIA_TYPE)
     try:
         return Response(await response.aread(), media_type="application/json")
     finally:

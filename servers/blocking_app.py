@@ -10,10 +10,9 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from servers import db, errors, proxy
+from servers import db, errors, proxy, streaming
 from servers.common import configure_threadpool, create_app
 from servers.cpu import burn
 from servers.schemas import (
@@ -36,10 +35,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = db.make_engine(settings)
     with engine.begin() as conn:
         db.prepare(conn, settings.db_seed_rows, settings.db_reset)
-    with httpx.Client(**proxy.client_kwargs(settings)) as client:
+    http = proxy.http_module(settings, sync=True)
+    with http.Client(**proxy.client_kwargs(settings)) as client:
         app.state.http = client
         app.state.engine = engine
-        app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+        app.state.sessions = db.sessions(engine, settings)
+        app.state.stream = streaming.response_class(settings.stream_close)
         yield
     engine.dispose()
 
@@ -48,13 +49,18 @@ async def get_http(request: Request) -> httpx.Client:
     return request.app.state.http
 
 
+async def admit() -> AsyncIterator[None]:
+    """Held from a request's start until its response, stream included, is sent."""
+    yield
+
+
 async def get_session(request: Request) -> AsyncIterator[Session]:
     with request.app.state.sessions() as session:
         yield session
 
 
 HttpDep = Annotated[httpx.Client, Depends(get_http)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, **db.session_depends(get_settings()))]
 
 app = create_app(lifespan)
 
@@ -81,13 +87,18 @@ async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
         for chunk in response.iter_bytes():
             yield chunk
-    except httpx.HTTPError as exc:
+    except errors.TRANSPORT_ERRORS as exc:
         yield errors.sse_error(exc)
     finally:
         response.close()
 
 
-@app.post("/v1/chat/completions", response_model=ChatCompletion, responses=proxy.CHAT_RESPONSES)
+@app.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses=proxy.CHAT_RESPONSES,
+    dependencies=proxy.admission(admit, get_settings()),
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, client: HttpDep
 ) -> Response:
@@ -104,7 +115,7 @@ async def chat_completions(
         response.close()
         raise errors.from_upstream_status(response.status_code, response.headers, content)
     if body.stream:
-        return StreamingResponse(relay(response), media_type=MEDIA_TYPE)
+        return request.app.state.stream(relay(response), media_type=MEDIA_TYPE)
     try:
         return Response(response.read(), media_type="application/json")
     finally:

@@ -4,6 +4,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio.to_thread
+import fastapi.routing
+import fastapi_overflow
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
@@ -17,9 +19,21 @@ from servers.timing import ServerTimingMiddleware
 TITLE = "sync-async lab"
 
 
+# FastAPI's own, kept to undo fastapi-overflow's process-wide patch when an app runs without it.
+_SERIALIZE_RESPONSE = fastapi.routing.serialize_response
+
+
 def configure_threadpool(settings: Settings) -> None:
-    """Size anyio's default limiter: the pool that runs `def` endpoints and sync dependencies."""
+    """Size anyio's default limiter: the pool that runs `def` endpoints and sync dependencies.
+
+    With `fastapi_overflow`, apply that package's patch (a `def` endpoint's response validation
+    runs on reserved threads); without it, make sure FastAPI's own function is in place.
+    """
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_tokens
+    if settings.fastapi_overflow:
+        fastapi_overflow.patch()
+    else:
+        fastapi.routing.serialize_response = _SERIALIZE_RESPONSE
 
 
 def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:

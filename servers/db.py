@@ -1,5 +1,6 @@
 """The items table, its statements, seeding and engine construction, shared by every app."""
 
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -19,7 +20,14 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import Result
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.schema import CreateTable, DropTable
 
 from servers.schemas import ItemCreate
@@ -103,3 +111,66 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     )
     _on_connect_pragmas(engine.sync_engine, settings.db_busy_timeout_ms)
     return engine
+
+
+# --- How long a request holds its session (`LAB_DB_SESSION`, `LAB_DB_MAX_CONCURRENCY`) ----------
+
+
+def session_depends(settings: Settings) -> dict[str, Any]:
+    """`Depends()` options of the session dependency: its scope and FastAPI's concurrency limit."""
+    scope = "function" if settings.db_session == "function" else None
+    return {"scope": scope, "max_concurrency": settings.db_max_concurrency}
+
+
+class StatementSession:
+    """A session opened and closed around each statement, inside the endpoint that runs it.
+
+    The `statement` arm: the dependency hands this out and holds nothing; `execute` checks a
+    connection out, runs one statement in its own transaction (committed), buffers the result
+    and returns the connection before the endpoint goes on. The lab's handlers run one statement
+    each, so this is the same as writing `with Session(engine) as s:` in every endpoint.
+    """
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+
+    def execute(self, statement: Any) -> Result[Any]:
+        with self._factory.begin() as session:
+            return session.execute(statement).freeze()()
+
+    def commit(self) -> None:
+        """Nothing left to commit: each statement committed with its own session."""
+
+
+class AsyncStatementSession:
+    """`StatementSession` for the async engine."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+
+    async def execute(self, statement: Any) -> Result[Any]:
+        async with self._factory.begin() as session:
+            return (await session.execute(statement)).freeze()()
+
+    async def commit(self) -> None:
+        """Nothing left to commit: each statement committed with its own session."""
+
+
+def sessions(engine: Engine, settings: Settings) -> Any:
+    """What `get_session` opens per request: a `Session`, or a `StatementSession` (no-op close)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    if settings.db_session != "statement":
+        return factory
+    return lambda: _held(StatementSession(factory))
+
+
+def async_sessions(engine: AsyncEngine, settings: Settings) -> Any:
+    """`sessions` for the async engine."""
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    if settings.db_session != "statement":
+        return factory
+    return lambda: _held(AsyncStatementSession(factory))
+
+
+def _held(value: Any) -> AbstractContextManager[Any] | AbstractAsyncContextManager[Any]:
+    return nullcontext(value)  # usable with `with` and `async with` alike

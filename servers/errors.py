@@ -1,15 +1,20 @@
 """OpenAI's error envelope, and how upstream failures map onto it, for every app."""
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import httpx2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from servers.sse import sse_data
+
+# Transport failures of either client library (aiohttp's are mapped onto httpx's).
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
 
 
 class ProxyError(Exception):
@@ -51,7 +56,7 @@ def _upstream_message(body: bytes) -> str | None:
         return None
 
 
-def from_upstream_status(status: int, headers: httpx.Headers, body: bytes) -> ProxyError:
+def from_upstream_status(status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
     """Map an upstream error response: 429 stays 429 (with Retry-After), 5xx becomes 502."""
     message = _upstream_message(body)
     if status == 429:
@@ -75,21 +80,21 @@ def from_upstream_status(status: int, headers: httpx.Headers, body: bytes) -> Pr
     return ProxyError(status, message or f"upstream answered {status}", "invalid_request_error")
 
 
-def from_transport_error(exc: httpx.HTTPError) -> ProxyError:
+def from_transport_error(exc: Exception) -> ProxyError:
     """Map a failure to talk to the upstream: a timeout is 504, anything else 502."""
-    if isinstance(exc, httpx.PoolTimeout):
+    if isinstance(exc, httpx.PoolTimeout | httpx2.PoolTimeout):
         return ProxyError(
             504,
             "timed out waiting for a free upstream connection",
             "server_error",
             "pool_timeout",
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | httpx2.TimeoutException):
         return ProxyError(504, f"upstream timed out: {exc!r}", "server_error", "upstream_timeout")
     return ProxyError(502, f"upstream connection failed: {exc!r}", "server_error", "bad_gateway")
 
 
-def sse_error(exc: httpx.HTTPError) -> bytes:
+def sse_error(exc: Exception) -> bytes:
     """The event sent when the upstream fails mid-stream, after the 200 status has gone out."""
     return sse_data(from_transport_error(exc).body())
 
@@ -104,7 +109,7 @@ async def _proxy_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _transport_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, httpx.HTTPError)
+    assert isinstance(exc, TRANSPORT_ERRORS)
     return _render(from_transport_error(exc))
 
 
@@ -125,6 +130,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error in OpenAI's envelope, identically in all apps."""
     app.add_exception_handler(ProxyError, _proxy_error)
-    app.add_exception_handler(httpx.HTTPError, _transport_error)
+    for error in TRANSPORT_ERRORS:
+        app.add_exception_handler(error, _transport_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio.to_thread
-import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector
 from sqlalchemy import Engine
@@ -25,11 +24,11 @@ WINDOW_S = 1.0
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def http_pool_usage(client: httpx.Client | httpx.AsyncClient) -> tuple[int, int, int] | None:
+def http_pool_usage(client: Any) -> tuple[int, int, int] | None:
     """(active, idle, waiting) connections of the client's pool, where the library shows them."""
     transport: Any = client._transport  # httpx exposes no public pool statistics
     pool = getattr(transport, "_pool", None)
-    if pool is not None:  # httpcore
+    if pool is not None:  # httpcore or httpcore2
         conns = list(pool.connections)
         idle = sum(1 for c in conns if c.is_idle())
         waiting = sum(1 for r in list(pool._requests) if r.is_queued())

@@ -1,9 +1,12 @@
 """What the three proxy apps share about talking to the upstream: pure request building."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 import httpx
+import httpx2
+from fastapi import Depends
 
 from servers.schemas import ChatCompletionRequest, ErrorResponse
 from servers.settings import Settings
@@ -23,8 +26,32 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def http_module(settings: Settings, sync: bool = False) -> ModuleType:
+    """The client library of `http_client`: `httpx2` (the fork) or `httpx` (aiohttp's base).
+
+    Both have the same API, so the handlers call either without knowing which. aiohttp has no
+    sync API: asking for it in a `sync` client (`sync=True`) is an error, not a silent httpx.
+    """
+    if sync and settings.http_client == "aiohttp":
+        raise ValueError("LAB_HTTP_CLIENT=aiohttp needs the async app; use httpx or httpx2")
+    return httpx2 if settings.http_client == "httpx2" else httpx
+
+
+def admission(admit: Callable[[], Any], settings: Settings) -> list[Any]:
+    """The chat route's extra dependencies: `admit` under FastAPI's `max_concurrency`, if set.
+
+    `admit` is a `yield` dependency of the app's style that does nothing: with
+    `http_max_concurrency = N`, at most N chat requests run at once, each counted until its
+    response (stream included) is sent; the others wait without a thread. Unset, the route has
+    no extra dependency and costs nothing.
+    """
+    limit = settings.http_max_concurrency
+    return [Depends(admit, max_concurrency=limit)] if limit else []
+
+
 def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Arguments for `httpx.Client` and `httpx.AsyncClient` alike."""
+    """Arguments for the sync and async clients of `http_module(settings)` alike."""
+    http = http_module(settings)
     headers = (
         {"authorization": f"Bearer {settings.upstream_api_key}"}
         if settings.upstream_api_key
@@ -33,8 +60,8 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         "base_url": settings.upstream_url,
         "headers": headers,
-        "timeout": httpx.Timeout(settings.http_timeout_s),
-        "limits": httpx.Limits(
+        "timeout": http.Timeout(settings.http_timeout_s),
+        "limits": http.Limits(
             max_connections=settings.http_max_connections,
             max_keepalive_connections=settings.http_max_keepalive,
         ),

@@ -18,13 +18,25 @@ class Settings(BaseSettings):
     # Proxy -> upstream. Defaults are httpx's own so the lab measures what users get out of the box.
     upstream_url: str = "http://127.0.0.1:8001/v1"
     upstream_api_key: str = ""
-    http_client: Literal["httpx", "aiohttp"] = "httpx"
+    # httpx2 is the maintained fork of httpx (httpcore2's pool lock is re-entrant); aiohttp is
+    # async only (through the `async` app's transport).
+    http_client: Literal["httpx", "httpx2", "aiohttp"] = "httpx"
     http_timeout_s: float = Field(5.0, gt=0)
     http_max_connections: int = Field(100, ge=1)
     http_max_keepalive: int = Field(20, ge=0)
+    # FastAPI's `Depends(..., max_concurrency=N)` on the chat route: at most N requests at once,
+    # streams counted until their last byte; the others wait without a thread.
+    http_max_concurrency: int | None = Field(None, ge=1)
+    # Who closes a streamed upstream response: the relay generator's `finally` (Starlette never
+    # closes a sync generator whose client left, so the garbage collector does, at any time, in
+    # any thread), or the response object itself, however the stream ends.
+    stream_close: Literal["generator", "response"] = "generator"
 
     # anyio's default limiter is what runs every `def` endpoint and sync dependency.
     threadpool_tokens: int = Field(40, ge=1)
+    # fastapi-overflow's patch: a `def` endpoint's response validation runs on 5 reserved threads
+    # instead of the shared tokens (a published workaround for fastapi#3205 / #12066).
+    fastapi_overflow: bool = False
 
     # The lab's own instrumentation: the /metrics monitor, Server-Timing and the timing hooks on
     # the HTTP client and the engine. Off measures what observing costs (the observer effect).
@@ -38,6 +50,13 @@ class Settings(BaseSettings):
     db_busy_timeout_ms: int = Field(5000, ge=0)
     db_seed_rows: int = Field(10_000, ge=0)
     db_reset: bool = False
+    # How long a request holds its session: `request` (a `yield` dependency, FastAPI's default:
+    # until the response is sent), `function` (`Depends(scope="function")`: until the endpoint
+    # and its response validation are done) or `statement` (opened and closed around each
+    # statement, inside the endpoint: no `yield` dependency holds a connection).
+    db_session: Literal["request", "function", "statement"] = "request"
+    # FastAPI's `Depends(..., max_concurrency=N)` on the session dependency.
+    db_max_concurrency: int | None = Field(None, ge=1)
 
     # Mock upstream latency model; requests may override through `x-mock-*` headers.
     mock_ttft_ms: float = Field(50.0, ge=0)

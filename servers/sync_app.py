@@ -6,10 +6,9 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from servers import db, errors, proxy
+from servers import db, errors, proxy, streaming
 from servers.common import configure_threadpool, create_app
 from servers.cpu import burn
 from servers.schemas import (
@@ -32,10 +31,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = db.make_engine(settings)
     with engine.begin() as conn:
         db.prepare(conn, settings.db_seed_rows, settings.db_reset)
-    with httpx.Client(**proxy.client_kwargs(settings)) as client:
+    http = proxy.http_module(settings, sync=True)
+    with http.Client(**proxy.client_kwargs(settings)) as client:
         app.state.http = client
         app.state.engine = engine
-        app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+        app.state.sessions = db.sessions(engine, settings)
+        app.state.stream = streaming.response_class(settings.stream_close)
         yield
     engine.dispose()
 
@@ -44,13 +45,18 @@ def get_http(request: Request) -> httpx.Client:
     return request.app.state.http
 
 
+def admit() -> Iterator[None]:
+    """Held from a request's start until its response, stream included, is sent."""
+    yield
+
+
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
 
 
 HttpDep = Annotated[httpx.Client, Depends(get_http)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, **db.session_depends(get_settings()))]
 
 app = create_app(lifespan)
 
@@ -76,13 +82,18 @@ def cpu(n: Annotated[int, Query(ge=0, le=10_000)] = 1) -> CpuResult:
 def relay(response: httpx.Response) -> Iterator[bytes]:
     try:
         yield from response.iter_bytes()
-    except httpx.HTTPError as exc:
+    except errors.TRANSPORT_ERRORS as exc:
         yield errors.sse_error(exc)
     finally:
         response.close()
 
 
-@app.post("/v1/chat/completions", response_model=ChatCompletion, responses=proxy.CHAT_RESPONSES)
+@app.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses=proxy.CHAT_RESPONSES,
+    dependencies=proxy.admission(admit, get_settings()),
+)
 def chat_completions(body: ChatCompletionRequest, request: Request, client: HttpDep) -> Response:
     """Proxy an OpenAI chat completion to the upstream, streaming or not."""
     upstream = client.build_request(
@@ -97,7 +108,7 @@ def chat_completions(body: ChatCompletionRequest, request: Request, client: Http
         response.close()
         raise errors.from_upstream_status(response.status_code, response.headers, content)
     if body.stream:
-        return StreamingResponse(relay(response), media_type=MEDIA_TYPE)
+        return request.app.state.stream(relay(response), media_type=MEDIA_TYPE)
     try:
         return Response(response.read(), media_type="application/json")
     finally:

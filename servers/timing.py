@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx2
 from sqlalchemy import Engine, event
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,9 +79,9 @@ async def _async_response_hook(response: httpx.Response) -> None:
     _response_hook(response)
 
 
-def instrument_client(client: httpx.Client | httpx.AsyncClient) -> None:
-    """Time every upstream call, from sending to the response headers."""
-    if isinstance(client, httpx.AsyncClient):
+def instrument_client(client: Any) -> None:
+    """Time every upstream call, from sending to the response headers (httpx or httpx2)."""
+    if isinstance(client, httpx.AsyncClient | httpx2.AsyncClient):
         client.event_hooks = {"request": [_async_request_hook], "response": [_async_response_hook]}
     else:
         client.event_hooks = {"request": [_request_hook], "response": [_response_hook]}

@@ -12,12 +12,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from servers import mock
 from servers.errors import error_body
 from servers.settings import get_settings
 from servers.sse import DONE, MEDIA_TYPE, sse_data
+from servers.streaming import ClosingStreamingResponse
 
 _ids = itertools.count(1)
 
@@ -53,23 +53,6 @@ async def list_models(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     """Served vs configured latency and open streams, since the mock started (`ServedStats`)."""
     return JSONResponse(request.app.state.stats.to_dict())
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """Closes its generator however the response ends, so the generator's `finally` runs now.
-
-    Starlette leaves a generator that the client abandoned to the garbage collector.
-    """
-
-    def __init__(self, content: AsyncGenerator[bytes, None], media_type: str) -> None:
-        super().__init__(content, media_type=media_type)
-        self._generator = content
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._generator.aclose()
 
 
 async def _stream(

@@ -363,3 +363,205 @@ def write_sweep_run(root: Path, *, mechanism: bool = True) -> Path:
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
+
+
+# --- `make bench-stalls` (issue 9): `def` stalls and the fixes as arms of `sync` ------------------
+STALL_USERS = (50, 200, 400)
+STALL_STREAM_USERS = (200, 400)
+# What one cell did: ("ok" | "deadlock" | "stall", requests/s).
+StallPlan = dict[tuple[str, str, str, str], dict[int, tuple[str, float]]]
+DB_DIAGNOSIS = (
+    "every worker waits for a pooled connection: 40 of 48 waits for a DB connection "
+    "(SQLAlchemy QueuePool); 8 idle (after 5.1 s without a completion, 200 in flight)"
+)
+STREAM_DIAGNOSIS = (
+    "a thread waits on a lock it holds: 1 of 48 in httpcore's pool lock (encode/httpcore#990); "
+    "39 wait for a thread token (after 5.0 s without a completion, 400 in flight)"
+)
+
+
+def _items_plan(scenario: str) -> StallPlan:
+    fine = {u: ("ok", rps) for u, rps in zip(STALL_USERS, (600.0, 650.0, 640.0), strict=True)}
+    plan: StallPlan = {
+        (scenario, "sync", "-", ""): {
+            50: ("ok", 500.0),
+            200: ("deadlock", 30.0),
+            400: ("deadlock", 12.0),
+        },
+        (scenario, "async", "-", ""): {
+            50: ("ok", 1400.0),
+            200: ("ok", 1500.0),
+            400: ("ok", 1450.0),
+        },
+        (scenario, "sync", "-", "db_scope_function"): {
+            50: ("ok", 520.0),
+            200: ("ok", 540.0),
+            400: ("deadlock", 20.0),
+        },
+        (scenario, "sync", "-", "db_pool_40"): {
+            50: ("ok", 700.0),
+            200: ("ok", 720.0),
+            400: ("stall", 300.0),
+        },
+        (scenario, "sync", "-", "db_session_in_endpoint"): {
+            u: ("ok", rps) for u, rps in zip(STALL_USERS, (880.0, 900.0, 890.0), strict=True)
+        },
+        (scenario, "sync", "-", "db_max_concurrency"): {
+            u: ("ok", rps) for u, rps in zip(STALL_USERS, (1000.0, 1100.0, 1080.0), strict=True)
+        },
+        (scenario, "sync", "-", "fastapi_overflow"): fine,
+    }
+    return plan
+
+
+def stall_plan() -> StallPlan:
+    """The run stalls.toml describes, shaped like its expected outcome."""
+    plan: StallPlan = {**_items_plan("items_read"), **_items_plan("items_write")}
+    clean = dict.fromkeys(STALL_STREAM_USERS, ("ok", 3000.0))
+    plan.update(
+        {
+            ("chat_stream", "sync", "httpx", ""): {200: ("ok", 2500.0), 400: ("deadlock", 40.0)},
+            ("chat_stream", "sync", "httpx2", ""): {200: ("ok", 2600.0), 400: ("ok", 2700.0)},
+            ("chat_stream", "async", "aiohttp", ""): {200: ("ok", 4000.0), 400: ("ok", 4200.0)},
+            ("chat_stream", "sync", "httpx", "stream_close_response"): {
+                200: ("ok", 2550.0),
+                400: ("stall", 900.0),
+            },
+            ("chat_stream", "sync", "httpx", "stream_max_concurrency"): clean,
+            ("chat_stream", "sync", "httpx", "stream_pool_20"): {
+                200: ("ok", 2000.0),
+                400: ("ok", 2100.0),
+            },
+        }
+    )
+    return plan
+
+
+def stall_rows(plan: StallPlan | None = None, repeats: tuple[int, ...] = (1,)) -> list[dict]:
+    """summary.csv rows of a stalls run: deadlocked cells `stalled`, stalls with a 10 s gap ended
+    by pool-timeout errors, the thread diagnosis on both."""
+    rows = []
+    for (scenario, variant, client, arm), cells in (plan or stall_plan()).items():
+        for users, (outcome, rps) in cells.items():
+            for repeat in repeats:
+                row = summary_row(Cell(scenario, variant, client, users, repeat, arm=arm))
+                mean_ms = users / rps * 1000
+                requests = round(rps * 2)
+                row.update(
+                    observe=True,
+                    rps=rps,
+                    requests=requests,
+                    ok=requests,
+                    p50_ms=round(mean_ms * 0.9, 2),
+                    p90_ms=round(mean_ms * 1.3, 2),
+                    p95_ms=round(mean_ms * 1.5, 2),
+                    p99_ms=round(mean_ms * 2, 2),
+                    max_ms=round(mean_ms * 3, 2),
+                    gap_max_s=0.2,
+                    threadpool_tokens=TOKENS,
+                    upstream_latency_ms=90.0 if scenario == "chat_stream" else "",
+                )
+                diagnosis = STREAM_DIAGNOSIS if scenario == "chat_stream" else DB_DIAGNOSIS
+                if outcome == "deadlock":
+                    row.update(
+                        stalled=True,
+                        steady=False,
+                        gap_max_s=12.4,
+                        censored=users,
+                        requests=requests + users,
+                        censored_min_ms=12_000.0,
+                        p99_ms=13_000.0,
+                        max_ms=14_000.0,
+                        stall_evidence=f"12.4 s without a completion, {users} in flight",
+                        threads=diagnosis,
+                    )
+                elif outcome == "stall":
+                    row.update(
+                        gap_max_s=10.3,
+                        errors=57,
+                        failures=57,
+                        requests=requests + 57,
+                        error_p50_ms=10_004.0,
+                        stall_evidence=f"10.3 s without a completion, {users} in flight",
+                        threads=diagnosis,
+                    )
+                rows.append(row)
+    return rows
+
+
+STALL_MANIFEST_ARMS = [
+    {"name": "db_max_concurrency", "env": {"db_max_concurrency": 15}},
+    {"name": "fastapi_overflow", "env": {"fastapi_overflow": True}},
+    {"name": "stream_close_response", "env": {"stream_close": "response"}},
+]
+
+
+def write_stalls_run(root: Path, rows: list[dict] | None = None, name: str = "stalls-run") -> Path:
+    """A run folder of `make bench-stalls` (summary and manifest, no raw files)."""
+    run = root / name
+    run.mkdir(parents=True)
+    rows = stall_rows() if rows is None else rows
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    matrix = {"users": list(STALL_USERS), "arms": STALL_MANIFEST_ARMS}
+    manifest = {**MANIFEST, "run_id": name, "matrix": matrix}
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for row in rows:
+        (run / str(row["cell_id"])).mkdir()
+    return run
+
+
+# --- the threadpool sweep over several scenarios (threadpool.toml with items_read/items_write) ---
+MULTI_SWEEP_SCENARIOS: tuple[tuple[str, str], ...] = (
+    ("chat", "httpx"),
+    ("items_read", "-"),
+    ("items_write", "-"),
+)
+# (scenario, users, tokens): `def` deadlocked there (a pool of 5 behind 10 threads, say).
+MULTI_SWEEP_STALLED = frozenset({("items_read", 200, 10)})
+
+
+def write_multi_sweep_run(root: Path) -> Path:
+    """A token sweep of `chat`, `items_read` and `items_write`: `sync` at SWEEP_TOKENS, `async`
+    at the default tokens as the reference; items run twice as fast as chat."""
+    run = root / "multi-sweep-run"
+    run.mkdir(parents=True)
+    rows = []
+    for scenario, client in MULTI_SWEEP_SCENARIOS:
+        cells = [
+            Cell(scenario, "sync", client, u, r, t)
+            for t in SWEEP_TOKENS
+            for u in SWEEP_USERS
+            for r in REPEATS
+        ] + [Cell(scenario, "async", client, u, r, TOKENS) for u in SWEEP_USERS for r in REPEATS]
+        speed = 1.0 if scenario == "chat" else 2.0
+        for cell in cells:
+            row = summary_row(cell)
+            tokens = cell.tokens or TOKENS
+            rps = sweep_rps(cell.variant, cell.users, tokens) * speed
+            rps *= 0.98 if cell.repeat == 1 else 1.02
+            mean_ms = cell.users / rps * 1000
+            row.update(
+                rps=round(rps, 2),
+                p50_ms=round(mean_ms * 0.95, 2),
+                p99_ms=round(mean_ms * 2, 2),
+                upstream_latency_ms=CHAT_LATENCY_MS if scenario == "chat" else "",
+            )
+            if cell.variant == "sync" and (scenario, cell.users, tokens) in MULTI_SWEEP_STALLED:
+                row.update(stalled=True, steady=False, gap_max_s=12.5, rps=1.0)
+            rows.append(row)
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = {
+        **MANIFEST,
+        "run_id": "multi-sweep-run",
+        "matrix": {"threadpool_tokens": SWEEP_TOKENS},
+    }
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for row in rows:
+        (run / str(row["cell_id"])).mkdir()
+    return run

@@ -139,3 +139,43 @@ def test_threadpool_token_sweep_names_cells_and_sets_the_server() -> None:
     single = MatrixSpec(scenarios=["chat"], variants=["sync"], users=[50], threadpool_tokens=80)
     assert [c.cell_id for c in single.cells()] == ["chat__sync-httpx__u050__r1"]
     assert single.tokens_of(single.cells()[0]) == 80
+
+
+def test_sync_clients_apply_to_sync_and_blocking_only() -> None:
+    spec = MatrixSpec(sync_clients=["httpx", "httpx2"], async_clients=["aiohttp"])
+    assert spec.clients_for("chat_stream", "sync") == ["httpx", "httpx2"]
+    assert spec.clients_for("chat", "blocking") == ["httpx", "httpx2"]
+    assert spec.clients_for("chat", "async") == ["aiohttp"]
+    with pytest.raises(ValueError, match="sync client"):
+        MatrixSpec(sync_clients=["aiohttp"])
+
+
+def test_stalls_matrix_covers_issue_9_and_fits_15_minutes() -> None:
+    spec = MatrixSpec.from_toml(MATRICES / "stalls.toml")
+    cells = spec.cells()
+    arms = {a.name: a for a in spec.arms}
+    # Every DB fix on both DB scenarios at 50, 200 and 400 users, in the sync app only.
+    for name in (
+        "db_scope_function",
+        "db_pool_40",
+        "db_session_in_endpoint",
+        "db_max_concurrency",
+        "fastapi_overflow",
+    ):
+        assert set(arms[name].scenarios) == {"items_read", "items_write"}
+        assert arms[name].users == [50, 200, 400] and arms[name].variants == ["sync"]
+    for name in ("stream_close_response", "stream_max_concurrency", "stream_pool_20"):
+        assert arms[name].scenarios == ["chat_stream"] and arms[name].users == [200, 400]
+    # The references: async def on every scenario and load; httpx2 in the sync streaming cells.
+    assert {(c.scenario, c.users) for c in cells if c.variant == "async"} == {
+        (s, u) for s in ("items_read", "items_write") for u in (50, 200, 400)
+    } | {("chat_stream", 200), ("chat_stream", 400)}
+    assert {c.users for c in cells if c.client == "httpx2"} == {200, 400}
+    # A DB pool timeout ends a stall before it counts as a deadlock; the dump comes first.
+    assert spec.server_env["db_pool_timeout_s"] + 2 <= spec.stall_s
+    assert 0 < spec.dump_after_s < spec.stall_s
+    # Each healthy cell is under 10 s; a stalled one runs warm-up, window and stall: bound both.
+    clock = spec.clock()
+    worst = clock.warmup_max_s + clock.window_max_s + spec.stall_s + CELL_OVERHEAD_S
+    assert len(cells) * spec.estimate_s() / len(cells) < 15 * 60
+    assert 20 * worst + (len(cells) - 20) * 10 < 15 * 60

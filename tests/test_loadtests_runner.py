@@ -86,6 +86,11 @@ def test_cell_command_and_env(tmp_path: Path) -> None:
     assert env["LAB_UPSTREAM_URL"] == "http://u/v1"
     assert env["LAB_THREADPOOL_TOKENS"] == "40"
     assert "LAB_HTTP_CLIENT" not in server_env(Cell("hello", "sync", "-", 1, 1), SPEC, ctx)
+    # Without the server's pid, Locust cannot dump its threads; with it, it can.
+    assert "--server-pid" not in cmd
+    dumping = cell_command(cell, SPEC, ctx, "http://127.0.0.1:5", server_pid=4321)
+    assert option(dumping, "--server-pid") == "4321"
+    assert float(option(dumping, "--dump-after")) == SPEC.dump_after_s
 
 
 def test_resume_skips_finished_cells(tmp_path: Path) -> None:

@@ -1,14 +1,14 @@
 """The observer effect: the same cells with the server's /metrics monitor and Server-Timing off.
 
-Rows with a non-empty `arm` (e.g. `noobs`, `observe` False) are never in the style aggregates;
-here each is set against the default arm's same scenario x style x users.
+Rows with a non-empty `arm` are never in the style aggregates; here each arm that ran with
+`observe` False (e.g. `noobs`) is set against the default arm's same scenario x style x users.
 """
 
 import math
 
 import pandas as pd
 
-from analysis.judge.cells import DEFAULT_ARM, arms
+from analysis.judge.cells import DEFAULT_ARM, arms, column
 from analysis.judge.samples import common_tail
 from analysis.judge.transform import GROUP, aggregate_rows, ratio_with_spread, usable
 
@@ -18,6 +18,17 @@ Ratio = tuple[float, float, float]
 def other_arms(summary: pd.DataFrame) -> list[str]:
     """The run's arms besides the default one, sorted."""
     return sorted(set(arms(summary)) - {DEFAULT_ARM})
+
+
+def observer_arms(summary: pd.DataFrame) -> list[str]:
+    """The arms that ran with the observer off (`observe` False): the observer-effect arms.
+
+    Other arms change another server setting (e.g. the stall fixes of `make bench-stalls`):
+    set against the default they measure that setting, not the observer.
+    """
+    named = arms(summary)
+    off = ~column(summary, "observe", True).astype(bool)
+    return sorted(set(named[off & (named != DEFAULT_ARM)]))
 
 
 def observer_effect(summary: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +56,7 @@ def observer_effect(summary: pd.DataFrame) -> pd.DataFrame:
         "tail_ratio_hi",
         "tail_overhead_pct",
     ]
-    names = other_arms(summary) if "arm" in summary else []
+    names = observer_arms(summary) if "arm" in summary else []
     if not names:
         return pd.DataFrame(columns=columns)
     on = aggregate_rows(usable(summary, DEFAULT_ARM)).set_index(list(GROUP))

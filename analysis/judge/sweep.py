@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.fmt import ms, rate
+from analysis.judge.cells import DEFAULT_ARM, FAILED, STALLED, arms, outcomes
 from analysis.judge.transform import DEFAULT_TOKENS, reference_tokens, require_columns, usable
 
 SWEPT = "sync"  # only `def` endpoints run in anyio's threadpool
@@ -40,6 +41,29 @@ def aggregate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
     rows = rows.astype({"threadpool_tokens": int})
     out = rows.groupby(list(SWEEP_GROUP), sort=True).agg(**named).reset_index()
     return out.sort_values(list(SWEEP_GROUP), kind="stable").reset_index(drop=True)
+
+
+def sweep_outcomes(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario x style x users x tokens of the default arm, every repeat counted: how many
+    ran (`repeats`), stalled and failed; the usable ones are what aggregate_sweep keeps."""
+    require_columns(summary, [*SWEEP_GROUP, "status", "valid"], "summary")
+    rows = summary[(arms(summary) == DEFAULT_ARM) & summary["threadpool_tokens"].notna()]
+    rows = rows[rows["scenario"].isin(sweep_scenarios(summary))]
+    columns = [*SWEEP_GROUP, "repeats", "stalled", "failed"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    flags = outcomes(rows)
+    rows = rows.assign(
+        threadpool_tokens=rows["threadpool_tokens"].astype(int),
+        _stalled=(flags == STALLED).astype(int),
+        _failed=(flags == FAILED).astype(int),
+    )
+    out = (
+        rows.groupby(list(SWEEP_GROUP), sort=True)
+        .agg(repeats=("scenario", "size"), stalled=("_stalled", "sum"), failed=("_failed", "sum"))
+        .reset_index()
+    )
+    return out[columns]
 
 
 def reference_row(sweep: pd.DataFrame, scenario: str, users: int) -> pd.Series | None:
@@ -82,8 +106,13 @@ class Gap:
         return (self.best_rps - self.default_rps) / (self.async_rps - self.default_rps)
 
 
-def gaps(sweep: pd.DataFrame, scenario: str) -> list[Gap]:
-    """One Gap per user level of a swept scenario, lowest load first."""
+def gaps(sweep: pd.DataFrame, scenario: str, ran: pd.DataFrame | None = None) -> list[Gap]:
+    """One Gap per user level of a swept scenario, lowest load first.
+
+    With `ran` (sweep_outcomes: every token count run, usable or not), a load whose reference
+    count ran but has no usable repeat (it stalled, say) gets no Gap: another count would
+    otherwise stand in for the default.
+    """
     rows = sweep[(sweep["scenario"] == scenario) & (sweep["style"] == SWEPT)]
     out = []
     for users, part in rows.groupby("users", sort=True):
@@ -91,6 +120,13 @@ def gaps(sweep: pd.DataFrame, scenario: str) -> list[Gap]:
             continue
         part = part.set_index("threadpool_tokens")
         default = reference_tokens(pd.Series(part.index))
+        if ran is not None:
+            planned = ran[
+                (ran["scenario"] == scenario) & (ran["style"] == SWEPT) & (ran["users"] == users)
+            ]["threadpool_tokens"]
+            wanted = reference_tokens(planned) if not planned.empty else default
+            if wanted not in part.index:
+                continue
         best = int(part["rps"].idxmax())
         ref = reference_row(sweep, scenario, int(users))
         out.append(
@@ -140,3 +176,76 @@ def gap_text(gap: Gap) -> str:
             f". The default of {gap.default_tokens} accounts for {max(closed, 0):.0%} of the gap."
         )
     return head + best + ref + tail
+
+
+@dataclass(frozen=True)
+class SweepTable:
+    """One swept scenario as a table: `def` per users x tokens, against `async def`."""
+
+    scenario: str
+    tokens: tuple[int, ...]
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def _sweep_cell(agg: pd.Series | None, out: pd.Series | None, best: bool) -> str:
+    stalled = 0 if out is None else int(out["stalled"])
+    failed = 0 if out is None else int(out["failed"])
+    repeats = 0 if out is None else int(out["repeats"])
+    if agg is None:
+        if stalled:
+            return f"**stalled** ({stalled} of {repeats} repeats)"
+        if failed:
+            return f"failed ({failed} of {repeats} repeats)"
+        return "-" if out is None else "not usable (invalid or not steady)"
+    text = f"{rate(float(agg['rps']))}; p99 {ms(float(agg['p99_ms']))}"
+    text = f"**{text}**" if best else text
+    if stalled:
+        text += f"; stalled in {stalled} of {repeats} repeats"
+    return text
+
+
+def sweep_table(summary: pd.DataFrame, scenario: str) -> SweepTable:
+    """Rows per users: `def` at each token count (the best in bold; stalled repeats named),
+    the fastest `async def` at the same users, and the share of the gap more tokens closed."""
+    sweep = aggregate_sweep(summary)
+    outs = sweep_outcomes(summary)
+    mine = sweep[(sweep["scenario"] == scenario) & (sweep["style"] == SWEPT)]
+    done = outs[(outs["scenario"] == scenario) & (outs["style"] == SWEPT)]
+    tokens = tuple(sorted({int(t) for t in done["threadpool_tokens"]}))
+    closed = {g.users: g.closed for g in gaps(sweep, scenario, outs)}
+    rows = []
+    for users in sorted({int(u) for u in done["users"]}):
+        at = mine[mine["users"] == users].set_index("threadpool_tokens")
+        outs_at = done[done["users"] == users].set_index("threadpool_tokens")
+        best = int(at["rps"].idxmax()) if not at.empty else None
+        cells = [
+            _sweep_cell(
+                at.loc[t] if t in at.index else None,
+                outs_at.loc[t] if t in outs_at.index else None,
+                t == best and len(at) > 1,
+            )
+            for t in tokens
+        ]
+        ref = reference_row(sweep, scenario, users)
+        ref_text = (
+            "-"
+            if ref is None
+            else f"`{ref['style']}`: {rate(float(ref['rps']))}; p99 {ms(float(ref['p99_ms']))}"
+        )
+        share = closed.get(users)
+        rows.append(
+            (
+                str(users),
+                *cells,
+                ref_text,
+                "n/a" if share is None else f"{max(share, 0):.0%}",
+            )
+        )
+    header = (
+        "users",
+        *(f"{t} tokens" + (" (default)" if t == DEFAULT_TOKENS else "") for t in tokens),
+        "fastest `async def`",
+        "gap closed by more tokens",
+    )
+    return SweepTable(scenario, tokens, header, tuple(rows))

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import contract  # noqa: E402
+from analysis.judge.stalls import stall_scenarios, stall_table  # noqa: E402
 from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
 from analysis.judge.transform import at_reference_tokens, excluded, usable  # noqa: E402
 from analysis.judge.verdict import Judgement, Verdict  # noqa: E402
@@ -29,6 +30,7 @@ from analysis.load.run import (  # noqa: E402
 )
 from analysis.plot import mechanism as plots_mechanism  # noqa: E402
 from analysis.plot import plots  # noqa: E402
+from analysis.plot.stalls import plot_stall_rps  # noqa: E402
 
 CHARTS_DIR = "charts"
 DPI = 110
@@ -55,6 +57,8 @@ class Rendered:
     notes: list[str]
     # The threadpool sweep's charts, shown in their own report section.
     sweep: list[Chart] = field(default_factory=list)
+    # The stalls section's charts (`make bench-stalls`), one per scenario.
+    stalls: list[Chart] = field(default_factory=list)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -137,7 +141,7 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
             ),
         )
     charts += cpu_chart(judgement, out_dir)
-    return Rendered(charts, notes, sweep_charts(run, out_dir))
+    return Rendered(charts, notes, sweep_charts(run, out_dir), stall_charts(run, out_dir))
 
 
 def cpu_chart(judgement: Judgement, out_dir: Path) -> list[Chart]:
@@ -337,8 +341,47 @@ def sweep_charts(run: Run, out_dir: Path) -> list[Chart]:
                 out_dir / f"{s}_threadpool_sweep.png",
                 f"{s}: `def` vs threadpool tokens",
                 s,
-                "`def` (blue) at each token count, median over repeats; the green lines are "
-                "`async def` at the same users. The dash-dot line is anyio's default.",
+                "`def` (blue) at each token count, median over repeats; the horizontal lines "
+                "are the fastest `async def` at the same users, in its style's colour. The "
+                "dash-dot line is anyio's default.",
+            )
+        )
+    return out
+
+
+def stall_charts(run: Run, out_dir: Path) -> list[Chart]:
+    """Per scenario with fix arms: throughput of the default, each fix and `async def`, one
+    panel per load, stalled cells hatched."""
+    out: list[Chart] = []
+    names = stall_scenarios(run.summary)
+    if not names:
+        return out
+    table = stall_table(run.summary, names)
+    for s in names:
+        part = table[table["scenario"] == s]
+        levels = sorted(int(u) for u in part["users"].unique())
+        rows = part[["arm", "style"]].drop_duplicates()
+        fig, axes = plt.subplots(
+            1,
+            len(levels),
+            figsize=(4.5 * len(levels) + 3, 1.2 + 0.45 * len(rows)),
+            sharey=True,
+            layout="constrained",
+            squeeze=False,
+        )
+        for i, (ax, users) in enumerate(zip(axes[0], levels, strict=True)):
+            plot_stall_rps(ax, table, s, users, legend=i == len(levels) - 1)
+        fig.suptitle(f"{s}: throughput of `def`, each fix and `async def`, by load")
+        out.append(
+            _chart(
+                fig,
+                out_dir / f"{s}_stalls.png",
+                f"{s}: throughput by fix and load",
+                s,
+                "Median successful requests/s over the repeats (whiskers: min-max), one panel "
+                "per load, in each style's colour; hatched bars stalled (xx: a deadlock, no "
+                f"completion for the stall threshold; //: a gap of {contract.GAP_NOTE_S:g} s or "
+                "more without a completion), their throughput is what completed around it.",
             )
         )
     return out

@@ -9,18 +9,22 @@ from contract import NO_CLIENT
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 PALETTE: dict[str, str] = {
     "sync": "#0072B2",
+    # `def` with httpx2, the httpx fork whose pool lock is re-entrant: sync's lighter blue.
+    "sync (httpx2)": "#56B4E9",
     "async": "#009E73",
     "async (aiohttp)": "#E69F00",
     "blocking": "#D55E00",
 }
 LABELS: dict[str, str] = {
     "sync": "sync: def",
+    "sync (httpx2)": "sync: def + httpx2",
     "async": "async: async def",
     "async (aiohttp)": "async: async def + aiohttp",
     "blocking": "blocking: async def + sync lib",
 }
 ORDER: tuple[str, ...] = tuple(PALETTE)
-_SPARE_COLOURS: tuple[str, ...] = ("#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999")
+# Never one of PALETTE's: an unknown style must not take a known style's colour.
+_SPARE_COLOURS: tuple[str, ...] = ("#CC79A7", "#F0E442", "#000000", "#999999")
 
 # httpx is every proxy app's default client, so only another client earns its own style.
 DEFAULT_CLIENTS: frozenset[str] = frozenset({NO_CLIENT, "", "httpx", "none"})
@@ -52,7 +56,8 @@ def label(style: str) -> str:
 
 
 def ordered(styles: Iterable[str]) -> list[str]:
-    """Styles in the canonical order: sync, async, async (aiohttp), blocking, then the rest."""
+    """Styles in the canonical order: sync, sync (httpx2), async, async (aiohttp), blocking,
+    then the rest."""
     unique = set(styles)
     known = [s for s in ORDER if s in unique]
     return known + sorted(unique - set(ORDER))

@@ -43,6 +43,7 @@ from analysis.report.sections import (
     upstream_blocks,
     warning_blocks,
 )
+from analysis.report.stall_blocks import stall_blocks
 from analysis.report.why_blocks import mechanism_blocks, sweep_blocks, why_column
 
 REPORT_MD = "report.md"
@@ -67,8 +68,8 @@ QUESTION = (
 )
 
 HOW_TO_READ = (
-    "One colour per handler style in every chart: sync blue, async green, async + aiohttp "
-    "orange, blocking red.",
+    "One colour per handler style in every chart: sync blue, sync + httpx2 sky blue, async "
+    "green, async + aiohttp orange, blocking red.",
     "Throughput charts: the line is the median over valid repeats, the band the min-max spread. "
     "The dotted grey line is the ideal users / upstream latency (Little's law): a style on it "
     "keeps every user busy. The dash-dot vertical line marks the threadpool tokens: `def` "
@@ -97,6 +98,9 @@ HOW_TO_READ = (
     "Overhead: time in the app minus time waiting on the upstream or DB, from the "
     "`Server-Timing` header: the cost of the handler style itself, waiting for a thread or for "
     "the loop included.",
+    "Stalls charts (runs with fix arms, e.g. `make bench-stalls`): throughput of the default "
+    "`def` app, each fix and `async def` at each load, in the style's colour; a hatched bar "
+    "stalled (xx: a deadlock; //: a shorter gap without a completion).",
     "Server CPU: % of one core; one worker cannot run Python on more than one core (the black "
     "line), so a style that reaches it is CPU-bound.",
 )
@@ -150,7 +154,8 @@ def write_report(
     page = out / REPORT_HTML
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"def or async def: {run.name}"), encoding="utf-8")
-    return ReportFiles(md, page, [c.path for c in (*rendered.charts, *rendered.sweep)])
+    charts = (*rendered.charts, *rendered.sweep, *rendered.stalls)
+    return ReportFiles(md, page, [c.path for c in charts])
 
 
 def build_report(
@@ -191,6 +196,7 @@ def build_report(
         ),
         style_table(judgement),
         *latency_blocks(judgement),
+        *stall_blocks(run, rendered),
         *observer_blocks(run.summary),
         *upstream_blocks(run.summary),
         *quiet_blocks(run.manifest, judgement, reference),

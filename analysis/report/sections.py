@@ -20,7 +20,7 @@ from analysis.judge.cells import (
     outcomes,
 )
 from analysis.judge.noise import spread_table
-from analysis.judge.observer import observer_effect
+from analysis.judge.observer import observer_arms, observer_effect
 from analysis.judge.quiet import (
     CALIBRATION_NAMES,
     UPSTREAM_DRIFT_MAX,
@@ -77,7 +77,7 @@ def opening_blocks(
         Heading("At a glance"),
         Paragraph(
             f"{total:,} cells"
-            + (f" ({other:,} of them in observer-effect arms)" if other else "")
+            + (f" ({other:,} of them in named arms: one server setting changed)" if other else "")
             + ". A cell carries its most serious flag only (failed > stalled > invalid > "
             "not steady). Flagged cells never decide a verdict (except, where a scenario is "
             "judged by CPU per request, cells invalid only because the load generator "
@@ -173,9 +173,10 @@ def observer_blocks(summary: pd.DataFrame) -> list[Block]:
     head: list[Block] = [Heading("Observer effect")]
     if table.empty:
         why = (
-            "no cell of another arm matched a usable default-arm cell"
-            if "arm" in summary and (arms(summary) != DEFAULT_ARM).any()
-            else "this run has no observer-effect arm (no row with a non-empty `arm`)"
+            "no cell of an observer-effect arm matched a usable default-arm cell"
+            if "arm" in summary and observer_arms(summary)
+            else "this run has no observer-effect arm (no row of a named `arm` with `observe` "
+            "False)"
         )
         return [*head, Paragraph(f"Not measured: {why}.")]
     rows = []

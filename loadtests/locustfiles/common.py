@@ -18,6 +18,8 @@ import csv
 import functools
 import json
 import os
+import shutil
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.subprocess
 from gevent import GreenletExit
 from locust import events
 from locust.env import Environment
@@ -58,6 +61,8 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--stall-seconds", type=float, default=0.0, help="no completion: stall")
     group.add_argument("--wait-for-host", type=float, default=0.0, help="seconds, for /ready")
     group.add_argument("--ready-path", default="/ready", help="route polled before the start")
+    group.add_argument("--server-pid", type=int, default=0, help="for --dump-after")
+    group.add_argument("--dump-after", type=float, default=0.0, help="no completion: py-spy, s")
 
 
 @dataclass
@@ -258,11 +263,61 @@ def watch_drain(runner: Any, grace_s: float, stall_s: float) -> None:
         runner.user_greenlets.kill(block=False)
 
 
+def py_spy() -> str | None:
+    """The py-spy next to this Python (the lab's venv), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def watch_for_stall(pid: int, after_s: float, stall_s: float, folder: Path) -> None:
+    """Dump the server's threads when nothing has completed for `after_s`, and again at `stall_s`.
+
+    The first dump shows what the threads wait for early in a gap; the second, taken when the
+    gap has become a stall, shows whether that wait turned into something no timeout ends (the
+    threads of a self-deadlock wait for a lock, not for a pool with a timeout).
+    """
+    marks = [("threads.txt", after_s)]
+    if stall_s > after_s:
+        marks.append(("threads-stall.txt", stall_s))
+    dumps: list[dict[str, Any]] = []
+    while marks:
+        gevent.sleep(TICK_S * 4)
+        now = time.time()
+        since = now - (RECORDER.last_completion or RECORDER.meta["test_start"])
+        name, at = marks[0]
+        if not RECORDER.in_flight() or since < at:
+            continue
+        dumps.append(dump_threads(pid, folder / name, now, since))
+        RECORDER.meta["thread_dumps"] = dumps
+        marks.pop(0)
+
+
+def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any]:
+    """Run `py-spy dump` on `pid` into `out`; what was dumped when."""
+    info: dict[str, Any] = {"at_s": now - RECORDER.meta["test_start"], "since_s": since}
+    exe = py_spy()
+    if exe is None:
+        info["error"] = "py-spy not found"
+        return info
+    # gevent's subprocess: the users go on while py-spy reads the server.
+    done = gevent.subprocess.run(
+        [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+    )
+    out.write_text(done.stdout + done.stderr)
+    info.update(file=out.name, code=done.returncode, in_flight=RECORDER.in_flight())
+    return info
+
+
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
     RECORDER.meta["test_start"] = time.time()
     opts = environment.parsed_options
     runner = environment.runner
+    if opts is not None and opts.dump_after and opts.server_pid and opts.raw_dir:
+        if not isinstance(runner, WorkerRunner):
+            folder = Path(opts.raw_dir)
+            args = (opts.server_pid, opts.dump_after, opts.stall_seconds, folder)
+            gevent.spawn(watch_for_stall, *args)
     if opts is not None and (opts.window_min or opts.window_max):
         if not isinstance(runner, WorkerRunner):
             gevent.spawn(run_clock, runner, opts)

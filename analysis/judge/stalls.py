@@ -1,0 +1,491 @@
+"""`def` stalls and deadlocks (`make bench-stalls`): each candidate fix as an arm of `sync`.
+
+Per scenario x row x users, where a row is the default `def` app, one fix (a named arm, or a
+base cell of `def` with another client, e.g. httpx2) or `async def` as the reference: did it
+deadlock (`stalled`: no completion for the matrix's `stall_s`), stall for a while (a gap of
+contract.GAP_NOTE_S or more without a completion, ended by completions or errors), or neither;
+its throughput, p99 and failed requests, and what its threads were doing (`threads`, a py-spy
+dump taken when nothing completed for a few seconds). Pure transforms: no I/O, no formatting
+beyond the cells' own text.
+"""
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+import contract
+from analysis.fmt import ms, rate
+from analysis.judge.cells import DEFAULT_ARM, arms, column
+from analysis.judge.observer import observer_arms
+from analysis.judge.samples import GE, tail, too_small
+from analysis.judge.transform import at_reference_tokens, require_columns, sample_counts, scenarios
+
+# The scenarios `make bench-stalls` runs, in the order the report shows them.
+STALL_SCENARIOS: tuple[str, ...] = ("items_read", "items_write", "chat_stream")
+# The advice ranks the fixes by their throughput at this load (or the highest below it).
+ADVICE_USERS = 200
+
+# What a row is: the app as the docs write it, a fix of it, `async def`, or another style.
+DEFAULT = "default"
+FIX = "fix"
+REFERENCE = "reference"
+OTHER = "other"
+KIND_ORDER: tuple[str, ...] = (DEFAULT, FIX, REFERENCE, OTHER)
+
+# A cell's outcome, worst first.
+FAILED = "failed"
+DEADLOCK = "deadlock"
+STALL = "stall"
+NO = "no"
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One fix: what a reader would change in their code, and what that does."""
+
+    label: str
+    detail: str
+
+
+# Arm name (loadtests/matrices/stalls.toml) -> the fix it measures. An arm not listed here is
+# shown by its name, with its settings from the manifest.
+FIXES: dict[str, Fix] = {
+    "db_scope_function": Fix(
+        '`Depends(get_session, scope="function")`',
+        "the dependency's exit (closing the session) tied to the endpoint function's scope "
+        "(FastAPI >= 0.121) instead of the whole request's",
+    ),
+    "db_pool_40": Fix(
+        "`create_engine(..., pool_size=40)`",
+        "a DB pool as large as the threadpool: 40 connections (+10 overflow) for 40 tokens",
+    ),
+    "db_session_in_endpoint": Fix(
+        "`with Session(engine) as session:` in the endpoint",
+        "the session opened and closed inside the endpoint: no `yield` dependency holds a "
+        "connection while the response is validated",
+    ),
+    "db_max_concurrency": Fix(
+        "`Depends(get_session, max_concurrency=15)`",
+        "at most as many sessions as the pool has connections (5 + 10 overflow); the other "
+        "requests wait without a thread",
+    ),
+    "fastapi_overflow": Fix(
+        "fastapi-overflow",
+        "that package's patch: response validation of `def` endpoints on 5 reserved threads",
+    ),
+    "stream_close_response": Fix(
+        "upstream response closed by the `StreamingResponse`",
+        "closed however the stream ends, not left to the relay generator's `finally` (which "
+        "Starlette never runs when the client leaves)",
+    ),
+    "stream_max_concurrency": Fix(
+        "`Depends(admit, max_concurrency=30)` on the chat route",
+        "at most 30 chat requests at once, streams counted to their last byte: fewer than the "
+        "40 tokens, so a relay always finds one",
+    ),
+    "stream_pool_20": Fix(
+        "`httpx.Limits(max_connections=20)`",
+        "an upstream pool smaller than the threadpool: 20 connections for 40 tokens",
+    ),
+}
+# `def` base cells with another client than the default one: a fix by a library change.
+CLIENT_FIXES: dict[str, Fix] = {
+    "sync (httpx2)": Fix(
+        "httpx2",
+        "the httpx fork whose connection-pool lock is re-entrant (encode/httpcore#990)",
+    ),
+}
+DEFAULT_LABELS: dict[str, str] = {
+    "items_read": "default (`yield` session dependency)",
+    "items_write": "default (`yield` session dependency)",
+    "chat_stream": "default (httpx)",
+}
+REFERENCE_LABELS: dict[str, str] = {
+    "async": "async def (reference)",
+    "async (aiohttp)": "async def + aiohttp (reference)",
+}
+DEFAULT_STYLE = "sync"
+
+COLUMNS: tuple[str, ...] = (
+    "scenario",
+    "kind",
+    "label",
+    "arm",
+    "style",
+    "users",
+    "repeats",
+    "failed",
+    "stalled",
+    "gap_max_s",
+    "outcome",
+    "outcome_kind",
+    "rps",
+    "rps_lo",
+    "rps_hi",
+    "rps_text",
+    "p99_ms",
+    "p99_bound",
+    "p99_text",
+    "errors",
+    "error_p50_ms",
+    "threads",
+    "stall_evidence",
+)
+
+
+@dataclass(frozen=True)
+class RowId:
+    """One line of a scenario's table: which cells, what kind, how it is labelled."""
+
+    scenario: str
+    arm: str
+    style: str
+    kind: str
+    label: str
+
+
+def row_id(scenario: str, style: str, arm: str) -> RowId:
+    """Name a scenario x style x arm by what was changed from FastAPI as the docs write it."""
+    if arm != DEFAULT_ARM:
+        fix = FIXES.get(arm)
+        name = fix.label if fix else f"arm `{arm}`"
+        if style != DEFAULT_STYLE:
+            name += f" ({style})"
+        return RowId(scenario, arm, style, FIX, name)
+    if style == DEFAULT_STYLE:
+        return RowId(scenario, arm, style, DEFAULT, DEFAULT_LABELS.get(scenario, "default"))
+    if style in CLIENT_FIXES:
+        return RowId(scenario, arm, style, FIX, CLIENT_FIXES[style].label)
+    if style in REFERENCE_LABELS:
+        return RowId(scenario, arm, style, REFERENCE, REFERENCE_LABELS[style])
+    return RowId(scenario, arm, style, OTHER, f"`{style}`")
+
+
+def fix_arms(summary: pd.DataFrame) -> list[str]:
+    """Named arms that change a server setting (not the observer-effect arms), sorted."""
+    named = set(arms(summary)) - {DEFAULT_ARM} - set(observer_arms(summary))
+    return sorted(named)
+
+
+def stall_scenarios(summary: pd.DataFrame) -> list[str]:
+    """Scenarios with cells of a fix arm: the ones the stalls section shows.
+
+    `make bench-stalls`'s scenarios first (STALL_SCENARIOS), any other one after.
+    """
+    if "arm" not in summary:
+        return []
+    fixes = fix_arms(summary)
+    if not fixes:
+        return []
+    present = set(summary.loc[arms(summary).isin(fixes), "scenario"].astype(str))
+    ordered = [s for s in STALL_SCENARIOS if s in present]
+    return ordered + [s for s in scenarios(summary) if s in present and s not in ordered]
+
+
+def _outcome(gap: float, stalled: int, failed: int, repeats: int) -> tuple[str, str]:
+    """(kind, text): deadlock, a stall of N s, no, or failed."""
+    if failed == repeats:
+        return FAILED, FAILED
+    if stalled:
+        share = f" ({stalled} of {repeats} repeats)" if repeats > 1 and stalled < repeats else ""
+        return DEADLOCK, f"{DEADLOCK}{share}"
+    if not math.isnan(gap) and gap >= contract.GAP_NOTE_S:
+        return STALL, f"{STALL} {gap:.1f} s"
+    return NO, NO
+
+
+def rps_text(rps: float, lo: float, hi: float, repeats: int) -> str:
+    """`1,234/s`, with the min-max over repeats when there were several."""
+    if math.isnan(rps):
+        return "n/a"
+    if repeats > 1 and not (math.isnan(lo) or math.isnan(hi)):
+        return f"{rate(rps)} ({rate(lo)}–{rate(hi)})"
+    return rate(rps)
+
+
+def p99_text(row: Mapping[str, Any]) -> tuple[str, bool]:
+    """The cell's p99 (`≥` when it rests on censored requests), or the highest percentile its
+    n supports, named; and whether it is a lower bound."""
+    t = tail(pd.Series(dict(row)))
+    if t is None:
+        return too_small(row.get("n")), False
+    if t.name == "p99":
+        return (f"{GE} " if t.bound else "") + ms(t.value), t.bound
+    return t.text(), t.bound
+
+
+def _first_text(values: Iterable[object]) -> str:
+    for v in values:
+        if v is not None and not pd.isna(v) and str(v).strip():  # type: ignore[call-overload]
+            return str(v).strip()
+    return ""
+
+
+def _num(rows: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(column(rows, name, math.nan), errors="coerce").astype(float)
+
+
+def _cell(rows: pd.DataFrame) -> dict[str, Any]:
+    """One scenario x row x users: every repeat, stalled ones included."""
+    repeats = len(rows)
+    ran = rows[column(rows, "status", "ok") == "ok"]
+    failed = repeats - len(ran)
+    stalled_flags = column(ran, "stalled", False).astype(bool)
+    stalled = int(stalled_flags.sum())
+    gap = float(_num(ran, "gap_max_s").max()) if len(ran) else math.nan
+    kind, text = _outcome(gap, stalled, failed, repeats)
+    rps = _num(ran, "rps")
+    lo, mid, hi = (
+        (float(rps.min()), float(rps.median()), float(rps.max())) if len(ran) else ((math.nan,) * 3)
+    )
+    errors = _num(ran, "errors").fillna(0) + _num(ran, "timeouts").fillna(0)
+    tail_row: dict[str, Any] = {
+        f"p{q}_ms": float(_num(ran, f"p{q}_ms").median()) for q in (50, 90, 95, 99)
+    }
+    counts = sample_counts(ran)
+    tail_row["n"] = float(counts.min()) if counts.notna().any() else math.nan
+    tail_row["censored_min_ms"] = float(_num(ran, "censored_min_ms").min())
+    p99, bound = p99_text(tail_row) if len(ran) else ("n/a", False)
+    # The diagnosis of a stalled repeat first: that is the dump worth reading.
+    order = pd.concat([ran[stalled_flags], ran[~stalled_flags]]) if len(ran) else ran
+    return {
+        "repeats": repeats,
+        "failed": failed,
+        "stalled": stalled,
+        "gap_max_s": gap,
+        "outcome": text,
+        "outcome_kind": kind,
+        "rps": mid,
+        "rps_lo": lo,
+        "rps_hi": hi,
+        "rps_text": rps_text(mid, lo, hi, len(ran)),
+        "p99_ms": tail_row["p99_ms"],
+        "p99_bound": bound,
+        "p99_text": p99,
+        "errors": float(errors.median()) if len(ran) else math.nan,
+        "error_p50_ms": float(_num(ran, "error_p50_ms").median()) if len(ran) else math.nan,
+        "threads": _first_text(column(order, "threads", "")),
+        "stall_evidence": _first_text(column(order, "stall_evidence", "")),
+    }
+
+
+def stall_table(summary: pd.DataFrame, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per scenario x row x users (COLUMNS): outcome, throughput, p99, errors, threads.
+
+    Rows are the default arm's styles and every fix arm (observer-effect arms left out) of
+    `names` (default: stall_scenarios), ordered default, fixes (FIXES order), references.
+    """
+    require_columns(summary, ["scenario", "style", "users", "status"], "summary")
+    names = stall_scenarios(summary) if names is None else list(names)
+    keep_arms = {DEFAULT_ARM, *fix_arms(summary)}
+    rows = summary[summary["scenario"].isin(names) & arms(summary).isin(keep_arms)]
+    rows = at_reference_tokens(rows).assign(_arm=arms(rows))
+    records = []
+    for (scenario, arm, style, users), part in rows.groupby(
+        ["scenario", "_arm", "style", "users"], sort=False
+    ):
+        rid = row_id(str(scenario), str(style), str(arm))
+        records.append(
+            {
+                "scenario": rid.scenario,
+                "kind": rid.kind,
+                "label": rid.label,
+                "arm": rid.arm,
+                "style": rid.style,
+                "users": int(users),
+                **_cell(part),
+            }
+        )
+    if not records:
+        return pd.DataFrame(columns=list(COLUMNS))
+    out = pd.DataFrame(records, columns=list(COLUMNS))
+    return out.iloc[_order(out)].reset_index(drop=True)
+
+
+def _order(table: pd.DataFrame) -> list[int]:
+    scenario_rank = {s: i for i, s in enumerate(dict.fromkeys(table["scenario"]))}
+    fix_rank = {a: i for i, a in enumerate(FIXES)}
+
+    def key(i: int) -> tuple:
+        r = table.iloc[i]
+        return (
+            scenario_rank[r["scenario"]],
+            KIND_ORDER.index(r["kind"]),
+            r["arm"] != DEFAULT_ARM,  # client fixes (base cells) before the arms
+            fix_rank.get(r["arm"], len(fix_rank)),
+            r["arm"],
+            r["style"],
+            r["users"],
+        )
+
+    return sorted(range(len(table)), key=key)
+
+
+def row_labels(table: pd.DataFrame, scenario: str) -> list[RowId]:
+    """The rows of one scenario's table, in order."""
+    part = table[table["scenario"] == scenario]
+    seen: dict[tuple[str, str], RowId] = {}
+    for r in part.itertuples():
+        seen.setdefault(
+            (str(r.arm), str(r.style)),
+            RowId(scenario, str(r.arm), str(r.style), str(r.kind), str(r.label)),
+        )
+    return list(seen.values())
+
+
+def cells_of(table: pd.DataFrame, row: RowId) -> pd.DataFrame:
+    """One row's cells, indexed by users."""
+    part = table[
+        (table["scenario"] == row.scenario)
+        & (table["arm"] == row.arm)
+        & (table["style"] == row.style)
+    ]
+    return part.set_index("users").sort_index()
+
+
+def top_threads(table: pd.DataFrame, row: RowId) -> tuple[int | None, str]:
+    """The thread diagnosis at the row's highest load that has one: (users, text)."""
+    cells = cells_of(table, row)
+    for users in sorted(cells.index, reverse=True):
+        text = str(cells.loc[users, "threads"] or "")
+        if text.strip():
+            return int(users), text.strip()
+    return None, ""
+
+
+def fix_settings(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Arm name -> its server settings as the manifest's matrix recorded them (`k = v`)."""
+    matrix = manifest.get("matrix")
+    listed = matrix.get("arms") if isinstance(matrix, Mapping) else None
+    out: dict[str, str] = {}
+    for arm in listed if isinstance(listed, list) else []:
+        if not isinstance(arm, Mapping) or not isinstance(arm.get("env"), Mapping):
+            continue
+        out[str(arm.get("name", ""))] = ", ".join(
+            f"`{k} = {_setting(v)}`" for k, v in arm["env"].items()
+        )
+    return out
+
+
+def _setting(v: object) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f'"{v}"' if isinstance(v, str) else str(v)
+
+
+# --- the advice: computed from the numbers -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowSummary:
+    """One row over every load: where it stalled and how fast it was at the advice's load."""
+
+    row: RowId
+    levels: tuple[int, ...]
+    bad: tuple[tuple[int, str], ...]  # (users, outcome text) where it did not run clean
+    rps: float  # at the advice's load
+
+    @property
+    def clean(self) -> bool:
+        """Never stalled, deadlocked or failed at any load it ran."""
+        return not self.bad
+
+    def where(self) -> str:
+        """`deadlock at 200 and 400 users, stall 10.2 s at 50 users`."""
+        by_outcome: dict[str, list[int]] = {}
+        for users, text in self.bad:
+            by_outcome.setdefault(text, []).append(users)
+        return ", ".join(
+            f"{text} at {_and(str(u) for u in users)} users" for text, users in by_outcome.items()
+        )
+
+
+def _and(items: Iterable[str]) -> str:
+    words = list(items)
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def advice_users(table: pd.DataFrame, scenario: str) -> int | None:
+    """ADVICE_USERS if the scenario ran it, else the highest load below it, else the lowest."""
+    levels = sorted(int(u) for u in table.loc[table["scenario"] == scenario, "users"].unique())
+    if not levels:
+        return None
+    below = [u for u in levels if u <= ADVICE_USERS]
+    return below[-1] if below else levels[0]
+
+
+def summarize(table: pd.DataFrame, scenario: str) -> list[RowSummary]:
+    """Every row of a scenario: its unclean loads and its throughput at advice_users."""
+    at = advice_users(table, scenario)
+    out = []
+    for row in row_labels(table, scenario):
+        cells = cells_of(table, row)
+        bad = tuple(
+            (int(u), str(c["outcome"])) for u, c in cells.iterrows() if c["outcome_kind"] != NO
+        )
+        rps = float(cells.loc[at, "rps"]) if at in cells.index else math.nan
+        out.append(RowSummary(row, tuple(int(u) for u in cells.index), bad, rps))
+    return out
+
+
+def _the(label: str) -> str:
+    """`the default (httpx)` from a default row's label."""
+    return f"the {label}" if label.startswith("default") else f"the default ({label})"
+
+
+def _rank(rows: Sequence[RowSummary]) -> list[RowSummary]:
+    return sorted(rows, key=lambda r: (math.isnan(r.rps), -r.rps if not math.isnan(r.rps) else 0))
+
+
+def advice(table: pd.DataFrame, scenario: str) -> str:
+    """One sentence for a scenario: the default's stalls, the fixes that never stalled, fastest
+    first at ADVICE_USERS users, against the default and `async def`; all from the numbers."""
+    rows = summarize(table, scenario)
+    at = advice_users(table, scenario)
+    default = next((r for r in rows if r.row.kind == DEFAULT), None)
+    fixes = [r for r in rows if r.row.kind == FIX]
+    refs = [r for r in rows if r.row.kind == REFERENCE]
+    levels = sorted({u for r in rows for u in r.levels})
+    loads = f"{_and(str(u) for u in levels)} users"
+    parts: list[str] = []
+    if default is None:
+        parts.append("no default `def` cell in this run")
+    elif default.clean:
+        parts.append(
+            f"in this run {_the(default.row.label)} did not stall at any load ({loads}): the "
+            "failure was not reproduced, so these numbers do not show that a fix is needed"
+        )
+    else:
+        parts.append(f"{_the(default.row.label)}: {default.where()}")
+    clean = _rank([r for r in fixes if r.clean])
+    base = (
+        f"{rate(default.rps)}"
+        if default is not None and not math.isnan(default.rps)
+        else "no throughput"
+    )
+    if clean:
+        listed = ", ".join(f"{r.row.label} {rate(r.rps)}" for r in clean)
+        head = (
+            f"the fix that never stalled at any load: {listed}"
+            if len(clean) == 1
+            else f"the {len(clean)} fixes that never stalled at any load, fastest first at "
+            f"{at} users: {listed}"
+        )
+        if len(clean) == 1:
+            head += f" at {at} users"
+        parts.append(f"{head} (the default: {base})")
+    elif fixes:
+        parts.append(f"none of the {len(fixes)} fixes avoided every stall")
+    still = [r for r in fixes if not r.clean]
+    if still:
+        parts.append("still stalling: " + "; ".join(f"{r.row.label} ({r.where()})" for r in still))
+    for r in refs:
+        state = "never stalled" if r.clean else r.where()
+        parts.append(f"{r.row.label}: {rate(r.rps)} at {at} users, {state}")
+    text = "; ".join(parts)
+    return f"`{scenario}`: {text[0].lower()}{text[1:]}."

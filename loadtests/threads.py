@@ -1,0 +1,134 @@
+"""What a stalled server's threads wait for, read from a `py-spy dump` taken during the stall.
+
+The locustfile runs `py-spy dump --pid <server>` once per cell when no request has completed for
+`dump_after_s` while requests are in flight (it writes `threads.txt` in the cell's folder); this
+module turns that text into counts per wait and one sentence, so a cell says *why* it stalled:
+all tokens waiting for a DB connection (fastapi#12066), for an upstream connection, for
+httpcore's pool lock, or a thread that holds that lock and waits for it itself (the garbage
+collector finalizing an abandoned streamed response inside the pool: encode/httpcore#990).
+
+Pure functions over text: unit-tested on dumps the lab recorded.
+"""
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+# py-spy prints `Thread 123 (idle): "AnyIO worker thread"`, then one frame per line, innermost
+# first: `    function (file.py:line)`.
+_THREAD = re.compile(r'^Thread (\d+) \(([^)]*)\)(?:: "(.*)")?\s*$')
+_FRAME = re.compile(r"^\s+(\S+) \((.+?):(\d+)\)\s*$")
+
+WORKER = "AnyIO worker thread"
+
+# Waits, in the order they are checked; each is (name, test on the stack's frames).
+SELF_DEADLOCK = "holds httpcore's pool lock and waits for it (GC finalizing an unclosed stream)"
+UPSTREAM_CONNECTION = "waits for an upstream connection (httpcore pool full)"
+POOL_LOCK = "waits for httpcore's pool lock"
+DB_CONNECTION = "waits for a DB connection (SQLAlchemy QueuePool)"
+IDLE = "idle (no work)"
+WORKING = "running"
+
+
+@dataclass(frozen=True)
+class Frame:
+    function: str
+    file: str
+    line: int
+
+
+@dataclass
+class ThreadStack:
+    """One thread of the dump: its name and frames, innermost first."""
+
+    tid: int
+    name: str
+    frames: list[Frame] = field(default_factory=list)
+
+    @property
+    def worker(self) -> bool:
+        return self.name == WORKER
+
+
+def parse_dump(text: str) -> list[ThreadStack]:
+    """The threads of a `py-spy dump`, in order."""
+    threads: list[ThreadStack] = []
+    for line in text.splitlines():
+        if m := _THREAD.match(line):
+            threads.append(ThreadStack(int(m[1]), m[3] or ""))
+        elif threads and (f := _FRAME.match(line)):
+            threads[-1].frames.append(Frame(f[1], f[2], int(f[3])))
+    return threads
+
+
+def _in(frame: Frame, package: str, module: str) -> bool:
+    return f"{package}/" in frame.file and frame.file.endswith(module)
+
+
+def wait_of(stack: ThreadStack) -> str:
+    """What one thread waits for (one of the names above)."""
+    frames = stack.frames
+    pool = [i for i, f in enumerate(frames) if _in(f, "httpcore", "connection_pool.py")]
+    pool += [i for i, f in enumerate(frames) if _in(f, "httpcore2", "connection_pool.py")]
+    if pool:
+        innermost = frames[min(pool)]
+        # A close() inside the pool, called (through a finalizer) from under handle_request.
+        closes = [i for i in pool if frames[i].function.endswith("close")]
+        requests = [i for i in pool if frames[i].function.endswith("handle_request")]
+        if closes and requests and min(closes) < max(requests) and _reentered(frames, pool):
+            return SELF_DEADLOCK
+        if innermost.function.endswith("wait_for_connection"):
+            return UPSTREAM_CONNECTION
+        if min(pool) == 0 or frames[min(pool) - 1].file.endswith("_synchronization.py"):
+            return POOL_LOCK
+    if any(f.function.endswith("_do_get") and "sqlalchemy/pool" in f.file for f in frames):
+        return DB_CONNECTION
+    if stack.worker and frames and _idle(frames):
+        return IDLE
+    return WORKING
+
+
+def _reentered(frames: list[Frame], pool: list[int]) -> bool:
+    # Between the inner close() and the outer handle_request there is code that is not the pool
+    # calling itself: a finalizer (generator close, __del__) ran there.
+    inner, outer = min(pool), max(pool)
+    return any("httpcore" not in f.file for f in frames[inner:outer])
+
+
+def _idle(frames: list[Frame]) -> bool:
+    # A worker waiting for work: queue get / condition wait right under WorkerThread.run.
+    for f in frames:
+        if f.function.endswith("WorkerThread.run") or f.function == "run":
+            return True
+        if f.file.endswith(("threading.py", "queue.py")):
+            continue
+        return False
+    return False
+
+
+def summarize(text: str) -> dict[str, object]:
+    """Counts per wait over the worker threads, and one sentence saying what they show."""
+    threads = parse_dump(text)
+    workers = [t for t in threads if t.worker]
+    waits = Counter(wait_of(t) for t in workers)
+    return {
+        "threads": len(threads),
+        "workers": len(workers),
+        "waits": dict(waits.most_common()),
+        "diagnosis": diagnosis(len(workers), waits),
+    }
+
+
+def diagnosis(workers: int, waits: Counter[str]) -> str:
+    """E.g. "self-deadlock: 1/40 worker threads holds ...; 39/40 waits for ..."."""
+    if not workers:
+        return "no worker threads"
+    order = [SELF_DEADLOCK, DB_CONNECTION, UPSTREAM_CONNECTION, POOL_LOCK, WORKING, IDLE]
+    parts = [f"{waits[what]}/{workers} {what}" for what in order if waits.get(what)]
+    busy = workers - waits.get(IDLE, 0)
+    head = ""
+    if waits.get(SELF_DEADLOCK):
+        head = "self-deadlock: "
+    elif busy and waits.get(DB_CONNECTION, 0) + waits.get(UPSTREAM_CONNECTION, 0) >= busy:
+        head = "every busy worker thread waits for a pooled connection: "
+    return head + "; ".join(parts)

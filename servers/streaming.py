@@ -1,0 +1,75 @@
+"""Streaming responses that close their body however the response ends, shared by every app.
+
+Starlette's `StreamingResponse` iterates its body and never closes it. uvicorn's httptools
+protocol speaks ASGI 2.3, so Starlette runs the send loop beside a task that waits for
+`http.disconnect`; when the client leaves first, that task cancels the send loop and the response
+returns *normally*, with the body generator suspended at its `yield`. A client that stops reading
+at `data: [DONE]` and hangs up (as Locust's user does, and any client that stops early) leaves
+the sync `relay` waiting for a thread token to read the end of the upstream body: the lab logged
+relays closed only by the garbage collector after all 6 chunks of a 4-token stream, their
+responses having returned without error. Until then the upstream connection stays checked out,
+and the finalizer runs `Response.close()` in whatever thread triggers the collection: if that
+thread is inside httpcore's connection pool, holding its non-reentrant lock, it waits for itself
+forever (encode/httpcore#990, #996; PRs #1003, #1108 are not in httpcore 1.0.9). An async relay
+is finalized by asyncio's async-generator hook on the loop instead, and httpcore's async pool
+takes no thread lock. The lab keeps the failure reproducible (`stream_close = "generator"`, the
+default, what users write) and measures the fix (`"response"`).
+
+Hand-written because no library offers it: Starlette's `BackgroundTask` runs only after a
+complete send, and `StreamingResponse` has no close hook.
+"""
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+Content = Iterator[bytes] | AsyncIterator[bytes]
+StreamFactory = Callable[..., StreamingResponse]
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator when the response ends, completed, failed or abandoned.
+
+    A sync generator is closed in a worker thread of its own limiter, not the shared tokens: its
+    `finally` may block (returning a connection takes the pool's lock), and a stall of the
+    shared tokens must not keep a stream from releasing what it holds (FastAPI closes `yield`
+    dependencies the same way, in `fastapi.concurrency.contextmanager_in_threadpool`).
+    """
+
+    def __init__(self, content: Content, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await close_content(self._content)
+
+
+async def close_content(content: Content) -> None:
+    """Close a body generator now; closing one that already ended does nothing."""
+    aclose = getattr(content, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(content, "close", None)
+    if close is not None:
+        await anyio.to_thread.run_sync(_close_quietly, close, limiter=anyio.CapacityLimiter(1))
+
+
+def _close_quietly(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except ValueError:  # "generator already executing": a worker still runs its next(); it ends
+        pass
+
+
+def response_class(stream_close: str) -> StreamFactory:
+    """The streaming response of a `stream_close` setting: `generator` or `response`."""
+    return ClosingStreamingResponse if stream_close == "response" else StreamingResponse

@@ -1,0 +1,75 @@
+"""Reading a stalled server's `py-spy dump`: what each worker thread waits for."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from loadtests import threads
+from loadtests.runner import thread_dump
+
+DATA = Path(__file__).parent / "data"
+
+
+def dump(name: str) -> str:
+    return (DATA / f"dump_{name}.txt").read_text()
+
+
+def test_parse_keeps_threads_and_frames_innermost_first() -> None:
+    stacks = threads.parse_dump(dump("upstream_pool"))
+    assert len(stacks) == 41
+    assert stacks[0].name == "MainThread" and not stacks[0].worker
+    worker = stacks[1]
+    assert worker.worker
+    assert worker.frames[0].function == "Condition.wait"
+    assert worker.frames[0].file == "threading.py"
+    assert any(f.function == "chat_completions" for f in worker.frames)
+
+
+@pytest.mark.parametrize(
+    ("name", "waits", "head"),
+    [
+        # Recorded: chat_stream sync, 200 users: every token waits for an upstream connection.
+        ("upstream_pool", {threads.UPSTREAM_CONNECTION: 40}, "every busy worker"),
+        # Recorded: items_read sync, 200 users: fastapi#12066 (8 spare threads are idle).
+        ("db_pool", {threads.DB_CONNECTION: 40, threads.IDLE: 8}, "every busy worker"),
+        # The stack of encode/httpcore#990: a finalizer inside handle_request takes the lock.
+        ("self_deadlock", {threads.SELF_DEADLOCK: 1, threads.POOL_LOCK: 39}, "self-deadlock"),
+    ],
+)
+def test_each_recorded_stall_is_named(name: str, waits: dict[str, int], head: str) -> None:
+    found = threads.summarize(dump(name))
+    assert found["waits"] == waits
+    assert str(found["diagnosis"]).startswith(head)
+
+
+def test_a_thread_closing_a_stream_outside_the_pool_only_waits_for_the_lock() -> None:
+    # The same close() as the self-deadlock, but from the relay's own `finally` in a worker:
+    # no handle_request under it, so it waits for someone else's lock.
+    text = dump("self_deadlock")
+    closers = [t for t in threads.parse_dump(text) if t.worker and t.frames[4].function == "relay"]
+    assert closers and all(threads.wait_of(t) == threads.POOL_LOCK for t in closers)
+
+
+def test_diagnosis_names_a_partial_wait_without_the_every_worker_head() -> None:
+    text = threads.diagnosis(40, Counter({threads.DB_CONNECTION: 10, threads.WORKING: 30}))
+    assert text == f"10/40 {threads.DB_CONNECTION}; 30/40 {threads.WORKING}"
+    assert threads.diagnosis(0, Counter()) == "no worker threads"
+
+
+def test_cell_thread_dump_fields(tmp_path: Path) -> None:
+    assert thread_dump(tmp_path, None) == {"threads": ""}
+    missing = thread_dump(tmp_path, [{"error": "py-spy not found"}])
+    assert missing["threads"].startswith("no dump: py-spy not found")
+    (tmp_path / "threads.txt").write_text(dump("upstream_pool"))
+    (tmp_path / "threads-stall.txt").write_text(dump("db_pool"))
+    # The last dump (taken when the gap became a stall) is the one the cell is judged by.
+    found = thread_dump(
+        tmp_path,
+        [
+            {"since_s": 4.0, "in_flight": 200, "file": "threads.txt"},
+            {"since_s": 5.1, "in_flight": 200, "file": "threads-stall.txt"},
+        ],
+    )
+    assert found["threads"].endswith("(after 5.1 s without a completion, 200 in flight)")
+    assert found["thread_waits"][threads.DB_CONNECTION] == 40
