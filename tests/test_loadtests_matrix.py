@@ -174,8 +174,8 @@ def test_stalls_matrix_covers_issue_9_and_fits_15_minutes() -> None:
     # A DB pool timeout ends a stall before it counts as a deadlock; the dump comes first.
     assert spec.server_env["db_pool_timeout_s"] + 2 <= spec.stall_s
     assert 0 < spec.dump_after_s < spec.stall_s
-    # Each healthy cell is under 10 s; a stalled one runs warm-up, window and stall: bound both.
+    # The estimate counts every cell healthy; a stalled one also runs the longest warm-up and
+    # the stall (about 20 s more): the 15-minute budget leaves room for 15 of them.
     clock = spec.clock()
-    worst = clock.warmup_max_s + clock.window_max_s + spec.stall_s + CELL_OVERHEAD_S
-    assert len(cells) * spec.estimate_s() / len(cells) < 15 * 60
-    assert 20 * worst + (len(cells) - 20) * 10 < 15 * 60
+    extra = clock.warmup_max_s + spec.stall_s
+    assert spec.estimate_s() + 15 * extra < 15 * 60

@@ -86,6 +86,11 @@ FIXES: dict[str, Fix] = {
         "at most 30 chat requests at once, streams counted to their last byte: fewer than the "
         "40 tokens, so a relay always finds one",
     ),
+    "stream_close_and_limit": Fix(
+        "both: closing `StreamingResponse` and `max_concurrency=30`",
+        "the admission limit keeps every relay supplied with a thread, the closing response "
+        "releases the upstream connection of a client that hung up",
+    ),
     "stream_pool_20": Fix(
         "`httpx.Limits(max_connections=20)`",
         "an upstream pool smaller than the threadpool: 20 connections for 40 tokens",
