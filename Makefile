@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls report compare clean
+.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock report compare clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ bench-threadpool: $(STAMP)
 bench-stalls: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/stalls.toml --out results/stalls-$(RUN_ID)
 	$(BIN)/python -m analysis report results/stalls-$(RUN_ID)
+
+bench-deadlock: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/deadlock.toml --out results/deadlock-$(RUN_ID)
+	$(BIN)/python -m analysis report results/deadlock-$(RUN_ID)
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }
