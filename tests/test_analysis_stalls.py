@@ -2,6 +2,7 @@
 and the threadpool sweep over several scenarios; on synthetic summaries."""
 
 import csv
+import math
 import tempfile
 from pathlib import Path
 
@@ -440,3 +441,13 @@ def test_sweep_report_has_a_table_and_chart_per_scenario(tmp_path: Path) -> None
         assert f"](charts/{s}_threadpool_sweep.png)" in section
     assert section.count("| users | 10 tokens | 40 tokens (default) |") == 3
     assert HEADING not in md  # no fix arms in a sweep
+
+
+def test_gap_text_when_the_default_completed_nothing() -> None:
+    # items_read `def` at 200 users, 40 tokens: the window ended with no request completed.
+    from analysis.judge.sweep import Gap, gap_text
+
+    gap = Gap("items_read", 200, 40, 0.0, math.nan, 10, 1400.0, 250.0, 1300.0, 400.0)
+    text = gap_text(gap)
+    assert "where the default completed nothing" in text
+    assert "More tokens close the whole gap" in text

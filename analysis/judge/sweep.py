@@ -156,9 +156,14 @@ def gap_text(gap: Gap) -> str:
     if gap.best_tokens == gap.default_tokens:
         best = "; no other token count did better"
     else:
+        times = (
+            f"x{gap.best_rps / gap.default_rps:.2f} the throughput"
+            if gap.default_rps > 0
+            else "where the default completed nothing"
+        )
         best = (
             f"; best at {gap.best_tokens} tokens: {rate(gap.best_rps)} (p99 {ms(gap.best_p99)}, "
-            f"x{gap.best_rps / gap.default_rps:.2f} the throughput)"
+            f"{times})"
         )
     if gap.async_rps is None:
         return f"{head}{best}; no `async def` cell at this load to compare with."

@@ -40,6 +40,8 @@ from contract import CENSORED, ERROR, OK, REQUEST_KINDS, TIMEOUT
 NO_TIMING = ("", "", "")
 # How often the clock and the drain watchdog look.
 TICK_S = 0.05
+# The second thread dump comes this long before a gap becomes a stall (the run ends there).
+STALL_DUMP_LEAD_S = 1.0
 
 
 @events.init_command_line_parser.add_listener
@@ -270,15 +272,16 @@ def py_spy() -> str | None:
 
 
 def watch_for_stall(pid: int, after_s: float, stall_s: float, folder: Path) -> None:
-    """Dump the server's threads when nothing has completed for `after_s`, and again at `stall_s`.
+    """Dump the server's threads after `after_s` without a completion, and just before `stall_s`.
 
     The first dump shows what the threads wait for early in a gap; the second, taken when the
     gap has become a stall, shows whether that wait turned into something no timeout ends (the
     threads of a self-deadlock wait for a lock, not for a pool with a timeout).
     """
     marks = [("threads.txt", after_s)]
-    if stall_s > after_s:
-        marks.append(("threads-stall.txt", stall_s))
+    # A second before the drain gives up on a stall (it stops the run at `stall_s`).
+    if stall_s - STALL_DUMP_LEAD_S > after_s:
+        marks.append(("threads-stall.txt", stall_s - STALL_DUMP_LEAD_S))
     dumps: list[dict[str, Any]] = []
     while marks:
         gevent.sleep(TICK_S * 4)
