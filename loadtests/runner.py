@@ -340,6 +340,9 @@ def thread_dump(cell_dir: Path, dumps: list[dict[str, Any]] | None) -> dict[str,
     dump = cell_dir / str(info.get("file", ""))
     if info.get("error") or not dump.is_file():
         return {"threads": f"no dump: {info.get('error', 'dump file missing')}"}
+    if info.get("code"):
+        first = (dump.read_text().strip().splitlines() or [""])[0]
+        return {"threads": f"no dump: py-spy exited {info['code']}: {first}"}
     found = summarize_threads(dump.read_text())
     at = f"after {info['since_s']:.1f} s without a completion, {info.get('in_flight')} in flight"
     return {"threads": f"{found['diagnosis']} ({at})", "thread_waits": found["waits"]}

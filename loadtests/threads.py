@@ -7,7 +7,7 @@ all tokens waiting for a DB connection (fastapi#12066), for an upstream connecti
 httpcore's pool lock, or a thread that holds that lock and waits for it itself (the garbage
 collector finalizing an abandoned streamed response inside the pool: encode/httpcore#990).
 
-Pure functions over text: unit-tested on dumps the lab recorded.
+Pure functions over text: unit-tested on dumps the lab recorded (tests/data/).
 """
 
 import re
@@ -62,21 +62,25 @@ def parse_dump(text: str) -> list[ThreadStack]:
 
 
 def _in(frame: Frame, package: str, module: str) -> bool:
-    return f"{package}/" in frame.file and frame.file.endswith(module)
+    inside = frame.file.startswith(f"{package}/") or f"/{package}/" in frame.file
+    return inside and frame.file.endswith(module)
+
+
+# Called by the pool only while it holds its lock: a finalizer running inside one of these (an
+# allocation there can start the garbage collector) runs with the lock held.
+_UNDER_LOCK = ("PoolRequest.__init__", "ConnectionPool._assign_requests_to_connections")
 
 
 def wait_of(stack: ThreadStack) -> str:
     """What one thread waits for (one of the names above)."""
     frames = stack.frames
     pool = [i for i, f in enumerate(frames) if _in(f, "httpcore", "connection_pool.py")]
-    pool += [i for i, f in enumerate(frames) if _in(f, "httpcore2", "connection_pool.py")]
+    pool2 = [i for i, f in enumerate(frames) if _in(f, "httpcore2", "connection_pool.py")]
+    if pool and _self_deadlock(frames, pool):
+        return SELF_DEADLOCK
+    pool = sorted(pool + pool2)
     if pool:
         innermost = frames[min(pool)]
-        # A close() inside the pool, called (through a finalizer) from under handle_request.
-        closes = [i for i in pool if frames[i].function.endswith("close")]
-        requests = [i for i in pool if frames[i].function.endswith("handle_request")]
-        if closes and requests and min(closes) < max(requests) and _reentered(frames, pool):
-            return SELF_DEADLOCK
         if innermost.function.endswith("wait_for_connection"):
             return UPSTREAM_CONNECTION
         if min(pool) == 0 or frames[min(pool) - 1].file.endswith("_synchronization.py"):
@@ -88,10 +92,21 @@ def wait_of(stack: ThreadStack) -> str:
     return WORKING
 
 
-def _reentered(frames: list[Frame], pool: list[int]) -> bool:
-    # Between the inner close() and the outer handle_request there is code that is not the pool
-    # calling itself: a finalizer (generator close, __del__) ran there.
+def _self_deadlock(frames: list[Frame], pool: list[int]) -> bool:
+    """httpcore's (non-reentrant) pool lock wanted by a thread that already holds it.
+
+    The thread waits to enter the lock (innermost: `_synchronization.py` `__enter__`) from a
+    pool `close()`; further out, a pool method is inside a call it makes only under the lock
+    (`_UNDER_LOCK`), with foreign code (a finalizer: a generator's close, a `__del__`) between.
+    httpcore2's lock is re-entrant, so its stacks never qualify.
+    """
     inner, outer = min(pool), max(pool)
+    if inner == outer or not frames[0].file.endswith("_synchronization.py"):
+        return False
+    if not frames[inner].function.endswith("close"):
+        return False
+    if outer == 0 or not frames[outer - 1].function.endswith(_UNDER_LOCK):
+        return False
     return any("httpcore" not in f.file for f in frames[inner:outer])
 
 

@@ -19,7 +19,10 @@ Hand-written because no library offers it: Starlette's `BackgroundTask` runs onl
 complete send, and `StreamingResponse` has no close hook.
 """
 
+import inspect
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from inspect import GEN_CLOSED
 from typing import Any
 
 import anyio
@@ -28,6 +31,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 Content = Iterator[bytes] | AsyncIterator[bytes]
+# How long a close waits for a generator a worker thread is still running (one upstream read).
+CLOSE_WAIT_S = 30.0
 StreamFactory = Callable[..., StreamingResponse]
 
 
@@ -53,21 +58,30 @@ class ClosingStreamingResponse(StreamingResponse):
 
 
 async def close_content(content: Content) -> None:
-    """Close a body generator now; closing one that already ended does nothing."""
+    """Close a body generator now; one that already ended is left alone (no thread hop)."""
     aclose = getattr(content, "aclose", None)
     if aclose is not None:
         await aclose()
         return
+    if inspect.isgenerator(content) and inspect.getgeneratorstate(content) == GEN_CLOSED:
+        return
     close = getattr(content, "close", None)
     if close is not None:
-        await anyio.to_thread.run_sync(_close_quietly, close, limiter=anyio.CapacityLimiter(1))
+        await anyio.to_thread.run_sync(_close_soon, close, limiter=anyio.CapacityLimiter(1))
 
 
-def _close_quietly(close: Callable[[], None]) -> None:
-    try:
-        close()
-    except ValueError:  # "generator already executing": a worker still runs its next(); it ends
-        pass
+def _close_soon(close: Callable[[], None]) -> None:
+    # "generator already executing": a worker still runs the generator's next() (the send loop
+    # was cancelled while it waited for it); close once that returns, within CLOSE_WAIT_S.
+    deadline = time.monotonic() + CLOSE_WAIT_S
+    while True:
+        try:
+            close()
+            return
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def response_class(stream_close: str) -> StreamFactory:

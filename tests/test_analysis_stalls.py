@@ -260,10 +260,10 @@ def test_advice_ranks_the_fixes_that_never_stalled() -> None:
     assert text.startswith("`items_read`: the default (`yield` session dependency): deadlock at ")
     assert "200 and 400 users" in text
     ranked = text.index("max_concurrency=15")
-    assert ranked < text.index("in the endpoint") < text.index("fastapi-overflow")
+    assert ranked < text.index("inside the endpoint") < text.index("fastapi-overflow")
     assert "the 3 fixes that never stalled at any load, fastest first at 200 users" in text
     assert "(the default: 30/s)" in text
-    still = text[text.index("still stalling") :]
+    still = text[text.index("still stalling or answering errors") :]
     assert 'scope="function"' in still and "pool_size=40" in still
     assert "async def (reference): 1,500/s at 200 users, never stalled" in text
 
@@ -451,3 +451,19 @@ def test_gap_text_when_the_default_completed_nothing() -> None:
     text = gap_text(gap)
     assert "where the default completed nothing" in text
     assert "More tokens close the whole gap" in text
+
+
+def test_advice_does_not_call_a_fix_clean_when_it_errs_or_skipped_a_load() -> None:
+    plan = stall_plan()
+    # fastapi-overflow ran only at 50 users; max_concurrency answered errors at 400 users.
+    plan[("items_read", "sync", "-", "fastapi_overflow")] = {50: ("ok", 1500.0)}
+    rows = stall_rows(plan)
+    for row in rows:
+        if row["arm"] == "db_max_concurrency" and row["users"] == 400:
+            row["errors"] = 12
+    text = advice(stall_table(frame(rows)), "items_read")
+    listed = text[text.index("never stalled") : text.index("(the default")]
+    assert "fastapi-overflow" not in listed and "max_concurrency=15" not in listed
+    still = text[text.index("still stalling or answering errors") :]
+    assert "fastapi-overflow (not run at 200 and 400 users)" in still
+    assert "12 errors at 400 users" in still

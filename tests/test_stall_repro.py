@@ -117,7 +117,8 @@ def test_fixes_answer_every_request_well_under_the_pool_timeout(
 ) -> None:
     statuses, elapsed, log = run_stall(tmp_path, arm)
     assert statuses == [200] * CONCURRENT
-    assert elapsed < POOL_TIMEOUT_S / 2, elapsed
+    # A stall would last the pool timeout at least; the margin is for a loaded machine.
+    assert elapsed < POOL_TIMEOUT_S * 0.9, elapsed
     assert POOL_TIMEOUT_LOG not in log
 
 

@@ -1,6 +1,7 @@
 """Reading a stalled server's `py-spy dump`: what each worker thread waits for."""
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def test_parse_keeps_threads_and_frames_innermost_first() -> None:
         ("upstream_pool", {threads.UPSTREAM_CONNECTION: 40}, "every busy worker"),
         # Recorded: items_read sync, 200 users: fastapi#12066 (8 spare threads are idle).
         ("db_pool", {threads.DB_CONNECTION: 40, threads.IDLE: 8}, "every busy worker"),
-        # The stack of encode/httpcore#990: a finalizer inside handle_request takes the lock.
+        # Recorded: bench-deadlock, chat_stream sync at 200 users, 11 s into a stall: the stack of
+        # encode/httpcore#990 (a finalizer inside handle_request takes the lock again).
         ("self_deadlock", {threads.SELF_DEADLOCK: 1, threads.POOL_LOCK: 39}, "self-deadlock"),
     ],
 )
@@ -43,12 +45,45 @@ def test_each_recorded_stall_is_named(name: str, waits: dict[str, int], head: st
     assert str(found["diagnosis"]).startswith(head)
 
 
-def test_a_thread_closing_a_stream_outside_the_pool_only_waits_for_the_lock() -> None:
-    # The same close() as the self-deadlock, but from the relay's own `finally` in a worker:
-    # no handle_request under it, so it waits for someone else's lock.
-    text = dump("self_deadlock")
-    closers = [t for t in threads.parse_dump(text) if t.worker and t.frames[4].function == "relay"]
-    assert closers and all(threads.wait_of(t) == threads.POOL_LOCK for t in closers)
+def holder() -> threads.ThreadStack:
+    """The self-deadlocked thread of the recorded dump (bench-deadlock, pass 2)."""
+    (found,) = [t for t in threads.parse_dump(dump("self_deadlock")) if threads.wait_of(t) == SELF]
+    return found
+
+
+SELF = threads.SELF_DEADLOCK
+
+
+def test_the_recorded_self_deadlock_is_the_garbage_collector_inside_the_pool() -> None:
+    frames = [f.function for f in holder().frames]
+    assert frames[:2] == ["ThreadLock.__enter__", "PoolByteStream.close"]
+    # The finalizer ran inside _assign_requests_to_connections, which handle_request calls under
+    # its lock; between them, the abandoned stream's generators (httpx's iter_bytes).
+    under = frames.index("ConnectionPool._assign_requests_to_connections")
+    assert frames[under + 1] == "ConnectionPool.handle_request"
+    assert "Response.iter_bytes" in frames[:under]
+
+
+def test_a_close_under_handle_request_outside_the_lock_is_not_a_self_deadlock() -> None:
+    stack = holder()
+    at = [f.function for f in stack.frames].index("ConnectionPool._assign_requests_to_connections")
+    # The same finalizer, run by the collector before handle_request takes its lock.
+    outside = replace(stack.frames[at], function="Timeouts.get", file="httpcore/_models.py")
+    moved = threads.ThreadStack(
+        stack.tid, stack.name, [*stack.frames[:at], outside, *stack.frames[at + 1 :]]
+    )
+    assert threads.wait_of(moved) == threads.POOL_LOCK
+
+
+def test_httpcore2s_reentrant_lock_never_self_deadlocks() -> None:
+    stack = holder()
+    frames = [
+        replace(f, file=f.file.replace("httpcore/", "httpcore2/", 1))
+        if f.file.startswith("httpcore/")
+        else f
+        for f in stack.frames
+    ]
+    assert threads.wait_of(threads.ThreadStack(stack.tid, stack.name, frames)) == threads.POOL_LOCK
 
 
 def test_diagnosis_names_a_partial_wait_without_the_every_worker_head() -> None:
@@ -61,6 +96,9 @@ def test_cell_thread_dump_fields(tmp_path: Path) -> None:
     assert thread_dump(tmp_path, None) == {"threads": ""}
     missing = thread_dump(tmp_path, [{"error": "py-spy not found"}])
     assert missing["threads"].startswith("no dump: py-spy not found")
+    (tmp_path / "refused.txt").write_text("Error: Permission Denied\nmore\n")
+    refused = thread_dump(tmp_path, [{"since_s": 4.0, "file": "refused.txt", "code": 1}])
+    assert refused["threads"] == "no dump: py-spy exited 1: Error: Permission Denied"
     (tmp_path / "threads.txt").write_text(dump("upstream_pool"))
     (tmp_path / "threads-stall.txt").write_text(dump("db_pool"))
     # The last dump (taken when the gap became a stall) is the one the cell is judged by.

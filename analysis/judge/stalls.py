@@ -63,9 +63,9 @@ FIXES: dict[str, Fix] = {
         "a DB pool as large as the threadpool: 40 connections (+10 overflow) for 40 tokens",
     ),
     "db_session_in_endpoint": Fix(
-        "`with Session(engine) as session:` in the endpoint",
-        "the session opened and closed inside the endpoint: no `yield` dependency holds a "
-        "connection while the response is validated",
+        "a session per statement inside the endpoint (`with Session(engine) as s:`)",
+        "each statement in its own session and committed transaction, opened and closed inside "
+        "the endpoint; the `yield` dependency still runs but holds no connection",
     ),
     "db_max_concurrency": Fix(
         "`Depends(get_session, max_concurrency=15)`",
@@ -84,7 +84,8 @@ FIXES: dict[str, Fix] = {
     "stream_max_concurrency": Fix(
         "`Depends(admit, max_concurrency=30)` on the chat route",
         "at most 30 chat requests at once, streams counted to their last byte: fewer than the "
-        "40 tokens, so a relay always finds one",
+        "40 tokens, so a relay always finds one (`admit` is a `def` `yield` dependency: one "
+        "more thread hop per request)",
     ),
     "stream_close_and_limit": Fix(
         "both: closing `StreamingResponse` and `max_concurrency=30`",
@@ -395,7 +396,7 @@ class RowSummary:
 
     @property
     def clean(self) -> bool:
-        """Never stalled, deadlocked or failed at any load it ran."""
+        """Never stalled, deadlocked, failed or answered an error, at every load of the run."""
         return not self.bad
 
     def where(self) -> str:
@@ -427,14 +428,22 @@ def advice_users(table: pd.DataFrame, scenario: str) -> int | None:
 def summarize(table: pd.DataFrame, scenario: str) -> list[RowSummary]:
     """Every row of a scenario: its unclean loads and its throughput at advice_users."""
     at = advice_users(table, scenario)
+    # A row is clean only where it ran every load of the scenario, without a stall or an error:
+    # a fix that turns a stall into fast errors, or was not run at the hard load, is not one.
+    every = sorted(int(u) for u in table.loc[table["scenario"] == scenario, "users"].unique())
     out = []
     for row in row_labels(table, scenario):
         cells = cells_of(table, row)
-        bad = tuple(
-            (int(u), str(c["outcome"])) for u, c in cells.iterrows() if c["outcome_kind"] != NO
-        )
+        bad = [(int(u), str(c["outcome"])) for u, c in cells.iterrows() if c["outcome_kind"] != NO]
+        bad += [
+            (int(u), f"{int(c['errors'])} errors")
+            for u, c in cells.iterrows()
+            if c["outcome_kind"] == NO and (c.get("errors") or 0) > 0
+        ]
+        if row.kind == FIX:
+            bad += [(u, "not run") for u in every if u not in cells.index]
         rps = float(cells.loc[at, "rps"]) if at in cells.index else math.nan
-        out.append(RowSummary(row, tuple(int(u) for u in cells.index), bad, rps))
+        out.append(RowSummary(row, tuple(int(u) for u in cells.index), tuple(sorted(bad)), rps))
     return out
 
 
@@ -488,7 +497,10 @@ def advice(table: pd.DataFrame, scenario: str) -> str:
         parts.append(f"none of the {len(fixes)} fixes avoided every stall")
     still = [r for r in fixes if not r.clean]
     if still:
-        parts.append("still stalling: " + "; ".join(f"{r.row.label} ({r.where()})" for r in still))
+        parts.append(
+            "still stalling or answering errors: "
+            + "; ".join(f"{r.row.label} ({r.where()})" for r in still)
+        )
     for r in refs:
         state = "never stalled" if r.clean else r.where()
         parts.append(f"{r.row.label}: {rate(r.rps)} at {at} users, {state}")

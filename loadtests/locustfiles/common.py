@@ -303,9 +303,13 @@ def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any
         info["error"] = "py-spy not found"
         return info
     # gevent's subprocess: the users go on while py-spy reads the server.
-    done = gevent.subprocess.run(
-        [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
-    )
+    try:
+        done = gevent.subprocess.run(
+            [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, gevent.subprocess.TimeoutExpired) as exc:
+        info["error"] = f"py-spy failed: {exc!r}"
+        return info
     out.write_text(done.stdout + done.stderr)
     info.update(file=out.name, code=done.returncode, in_flight=RECORDER.in_flight())
     return info
@@ -317,7 +321,10 @@ def _test_start(environment: Environment, **_: Any) -> None:
     opts = environment.parsed_options
     runner = environment.runner
     if opts is not None and opts.dump_after and opts.server_pid and opts.raw_dir:
-        if not isinstance(runner, WorkerRunner):
+        if (opts.processes or 1) > 1:
+            # The master runs no users and sees nothing in flight: say so rather than stay silent.
+            RECORDER.meta["thread_dumps"] = [{"error": "not taken with several Locust processes"}]
+        elif not isinstance(runner, WorkerRunner):
             folder = Path(opts.raw_dir)
             args = (opts.server_pid, opts.dump_after, opts.stall_seconds, folder)
             gevent.spawn(watch_for_stall, *args)

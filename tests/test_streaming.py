@@ -1,0 +1,108 @@
+"""`servers/streaming.py`: Starlette leaves a body generator open when the client leaves; the
+closing response does not, whatever state the generator is in."""
+
+import threading
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from starlette.responses import StreamingResponse
+
+from servers import streaming
+
+
+class Body:
+    """A sync body like the `def` relay: yields chunks, records whether its `finally` ran."""
+
+    def __init__(self, chunks: int = 50, delay_s: float = 0.01) -> None:
+        self.closed = False
+        self.chunks, self.delay_s = chunks, delay_s
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for _ in range(self.chunks):
+                time.sleep(self.delay_s)
+                yield b"data: x\n\n"
+        finally:
+            self.closed = True
+
+
+def serve_until_disconnect(response_class: type[StreamingResponse], body: Body) -> int:
+    """Run the response as uvicorn's httptools protocol does (ASGI 2.3): the client leaves
+    after the first chunk. Returns the chunks sent."""
+    sent: list[dict] = []
+    left = anyio.Event()
+
+    async def receive() -> dict:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            left.set()
+
+    async def main() -> None:
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+        await response_class(iter(body), media_type="text/event-stream")(scope, receive, send)
+
+    anyio.run(main)
+    return sum(1 for m in sent if m["type"] == "http.response.body")
+
+
+def test_starlette_returns_normally_and_leaves_the_relay_open() -> None:
+    body = Body()
+    chunks = serve_until_disconnect(StreamingResponse, body)
+    assert chunks < body.chunks  # the client left mid-stream, and no error came out
+    assert not body.closed  # the relay's `finally` (httpx: response.close()) has not run
+
+
+def test_the_closing_response_closes_the_relay_when_the_client_leaves() -> None:
+    body = Body()
+    chunks = serve_until_disconnect(streaming.ClosingStreamingResponse, body)
+    assert chunks < body.chunks
+    assert body.closed
+
+
+def test_close_content_waits_for_a_generator_a_worker_still_runs() -> None:
+    release = threading.Event()
+
+    def slow() -> Iterator[bytes]:
+        yield b"1"
+        release.wait(5)
+        yield b"2"
+
+    gen = slow()
+    next(gen)
+    worker = threading.Thread(target=next, args=(gen,))
+    worker.start()  # now "already executing" until release is set
+    time.sleep(0.05)
+    threading.Timer(0.1, release.set).start()
+
+    async def close() -> None:
+        await streaming.close_content(gen)
+
+    anyio.run(close)
+    worker.join(1)
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_a_finished_generator_costs_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    def done() -> Iterator[bytes]:
+        yield b"x"
+
+    gen = done()
+    list(gen)
+
+    async def no_thread(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a thread hop for a closed generator")
+
+    monkeypatch.setattr(streaming.anyio.to_thread, "run_sync", no_thread)
+    anyio.run(streaming.close_content, gen)
+
+
+def test_response_class_follows_the_setting() -> None:
+    assert streaming.response_class("response") is streaming.ClosingStreamingResponse
+    assert streaming.response_class("generator") is StreamingResponse
