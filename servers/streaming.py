@@ -5,9 +5,9 @@ protocol speaks ASGI 2.3, so Starlette runs the send loop beside a task that wai
 `http.disconnect`; when the client leaves first, that task cancels the send loop and the response
 returns *normally*, with the body generator suspended at its `yield`. A client that stops reading
 at `data: [DONE]` and hangs up (as Locust's user does, and any client that stops early) leaves
-the sync `relay` waiting for a thread token to read the end of the upstream body: the lab logged
-relays closed only by the garbage collector after all 6 chunks of a 4-token stream, their
-responses having returned without error. Until then the upstream connection stays checked out,
+the sync `relay` waiting for a thread token to read the end of the upstream body
+(tests/test_streaming.py drives that path: the response returns without an error and the
+relay's `finally` has not run). Until then the upstream connection stays checked out,
 and the finalizer runs `Response.close()` in whatever thread triggers the collection: if that
 thread is inside httpcore's connection pool, holding its non-reentrant lock, it waits for itself
 forever (encode/httpcore#990, #996; PRs #1003, #1108 are not in httpcore 1.0.9). An async relay
