@@ -317,7 +317,10 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
             else None
         ),
         **upstream_drift(collected.upstream, spec.upstream_latency_ms(cell.scenario)),
-        **thread_dump(ctx.out / cell.cell_id, meta.get("thread_dumps")),
+        **thread_dump(
+            ctx.out / cell.cell_id,
+            in_gap(meta.get("thread_dumps"), meta.get("test_start"), (gap_start, gap_end)),
+        ),
     }
     return Judged(
         window=(start, end),
@@ -330,6 +333,25 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
         stall_evidence=evidence,
         extra=extra,
     )
+
+
+def in_gap(
+    dumps: list[dict[str, Any]] | None, test_start: float | None, gap: tuple[float, float]
+) -> list[dict[str, Any]] | None:
+    """The dumps, the ones taken inside the cell's longest gap last (the one judged by).
+
+    `stall_evidence` describes the longest gap; a dump from an earlier, shorter gap (during the
+    warm-up, say) must not describe it when one from the longest gap exists.
+    """
+    if not dumps or test_start is None:
+        return dumps
+    lo, hi = gap
+
+    def inside(info: dict[str, Any]) -> bool:
+        at = info.get("at_s")
+        return at is not None and lo <= test_start + at <= hi + 1.0
+
+    return [d for d in dumps if not inside(d)] + [d for d in dumps if inside(d)]
 
 
 def thread_dump(cell_dir: Path, dumps: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loadtests import threads
-from loadtests.runner import thread_dump
+from loadtests.runner import in_gap, thread_dump
 
 DATA = Path(__file__).parent / "data"
 
@@ -111,3 +111,13 @@ def test_cell_thread_dump_fields(tmp_path: Path) -> None:
     )
     assert found["threads"].endswith("(after 5.1 s without a completion, 200 in flight)")
     assert found["thread_waits"][threads.DB_CONNECTION] == 40
+
+
+def test_the_dump_inside_the_longest_gap_is_the_one_judged() -> None:
+    early = {"at_s": 4.0, "file": "threads.txt"}  # a warm-up gap, 4 s after the start
+    later = {"at_s": 30.0, "file": "threads-stall.txt"}  # inside the gap of 20-32 s
+    assert in_gap([later, early], 1000.0, (1020.0, 1032.0))[-1] is later
+    assert in_gap([early, later], 1000.0, (1001.0, 1005.0))[-1] is early
+    # No dump inside the gap: the order stays, the last dump is judged.
+    assert in_gap([early, later], 1000.0, (1040.0, 1050.0)) == [early, later]
+    assert in_gap(None, 1000.0, (0.0, 1.0)) is None
