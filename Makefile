@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock report compare clean
+.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients report compare clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ bench-stalls: $(STAMP)
 bench-deadlock: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/deadlock.toml --out results/deadlock-$(RUN_ID)
 	$(BIN)/python -m analysis report results/deadlock-$(RUN_ID)
+
+bench-clients: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/clients.toml --out results/clients-$(RUN_ID)
+	$(BIN)/python -m analysis report results/clients-$(RUN_ID)
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }

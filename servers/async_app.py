@@ -9,7 +9,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers import db, errors, proxy, streaming
-from servers.aiohttp_transport import AiohttpTransport
 from servers.common import configure_threadpool, create_app
 from servers.cpu import burn
 from servers.schemas import (
@@ -32,11 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = db.make_async_engine(settings)
     async with engine.begin() as conn:
         await conn.run_sync(db.prepare, settings.db_seed_rows, settings.db_reset)
-    transport = (
-        AiohttpTransport(settings.http_max_connections)
-        if settings.http_client == "aiohttp"
-        else None
-    )
+    transport = proxy.aiohttp_transport(settings) if settings.http_client == "aiohttp" else None
     http = proxy.http_module(settings)
     async with http.AsyncClient(**proxy.client_kwargs(settings), transport=transport) as client:
         app.state.http = client

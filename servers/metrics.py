@@ -33,7 +33,8 @@ def http_pool_usage(client: Any) -> tuple[int, int, int] | None:
         idle = sum(1 for c in conns if c.is_idle())
         waiting = sum(1 for r in list(pool._requests) if r.is_queued())
         return len(conns) - idle, idle, waiting
-    connector = getattr(getattr(transport, "_session", None), "connector", None)
+    session = getattr(transport, "client", None)  # httpx-aiohttp: created on the first request
+    connector = getattr(session, "connector", None)
     if connector is not None:  # aiohttp transport
         waiting = sum(len(w) for w in connector._waiters.values())
         return len(connector._acquired), 0, waiting

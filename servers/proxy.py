@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import httpx2
 from fastapi import Depends
+from httpx_aiohttp import AiohttpTransport
 
 from servers.schemas import ChatCompletionRequest, ErrorResponse
 from servers.settings import Settings
@@ -35,6 +36,14 @@ def http_module(settings: Settings, sync: bool = False) -> ModuleType:
     if sync and settings.http_client == "aiohttp":
         raise ValueError("LAB_HTTP_CLIENT=aiohttp needs the async app; use httpx or httpx2")
     return httpx2 if settings.http_client == "httpx2" else httpx
+
+
+def aiohttp_transport(settings: Settings) -> AiohttpTransport:
+    """aiohttp under `httpx.AsyncClient`, from the `httpx-aiohttp` package (the transport the
+    `openai` SDK offers): the `async` app's handlers stay the same, the bytes go over aiohttp's
+    connector. Same limits as the httpx pool; httpx's pool timeout becomes aiohttp's connect
+    timeout (waiting for a free connection included)."""
+    return AiohttpTransport(limits=client_kwargs(settings)["limits"])
 
 
 def admission(admit: Callable[[], Any], settings: Settings) -> list[Any]:

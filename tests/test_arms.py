@@ -27,13 +27,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.testclient import TestClient
+from httpx_aiohttp import AiohttpTransport
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from servers import common, db, streaming
-from servers.aiohttp_transport import AiohttpTransport
 from servers.sse import DONE, MEDIA_TYPE, sse_data
 from tests.conftest import VARIANTS, FakeUpstream, fake_completion
 from tests.test_parity import REQUESTS, calls, is_async, routes

@@ -179,3 +179,19 @@ def test_stalls_matrix_covers_issue_9_and_fits_15_minutes() -> None:
     clock = spec.clock()
     extra = clock.warmup_max_s + spec.stall_s
     assert spec.estimate_s() + 15 * extra < 15 * 60
+
+
+def test_clients_matrix_pairs_every_style_with_every_client_in_10_minutes() -> None:
+    spec = MatrixSpec.from_toml(MATRICES / "clients.toml")
+    cells = spec.cells()
+    pairs = {(c.scenario, c.variant, c.client, c.arm) for c in cells}
+    for scenario in ("chat", "chat_stream", "mixed"):
+        for client in ("httpx", "httpx2", "aiohttp"):
+            assert (scenario, "async", client, "") in pairs
+        # `def` streaming runs on the fixed app (it stalls whatever the client otherwise).
+        arm = "stream_fix" if scenario == "chat_stream" else ""
+        for client in ("httpx", "httpx2"):
+            assert (scenario, "sync", client, arm) in pairs
+    assert ("chat_stream", "sync", "httpx", "") not in pairs
+    assert spec.repeats >= 3 and spec.users == [200]
+    assert spec.estimate_s() + 4 * (spec.clock().warmup_max_s + spec.stall_s) < 10 * 60
