@@ -565,3 +565,77 @@ def write_multi_sweep_run(root: Path) -> Path:
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
+
+
+# --- `make bench-clients` (issue 11): each handler style with each HTTP client --------------------
+CLIENTS_USERS = 200
+# (scenario, variant, client, arm) -> req/s of each repeat (clients.toml: 3 repeats at 200 users).
+ClientPlan = dict[tuple[str, str, str, str], tuple[float, ...]]
+
+
+def client_plan() -> ClientPlan:
+    """The run clients.toml describes: `def` with httpx and httpx2 (on chat_stream in the
+    `stream_fix` arm), `async def` with httpx, httpx2 and aiohttp; httpx2 beyond the noise for
+    `async def` on chat, within it for `def`."""
+    plan: ClientPlan = {}
+    for scenario in ("chat", "chat_stream", "mixed"):
+        arm = "stream_fix" if scenario == "chat_stream" else ""
+        plan[(scenario, "sync", "httpx", arm)] = (180.0, 190.0, 200.0)
+        plan[(scenario, "sync", "httpx2", arm)] = (182.0, 192.0, 201.0)
+        plan[(scenario, "async", "httpx", "")] = (150.0, 155.0, 160.0)
+        plan[(scenario, "async", "httpx2", "")] = (600.0, 620.0, 640.0)
+        plan[(scenario, "async", "aiohttp", "")] = (880.0, 900.0, 930.0)
+    return plan
+
+
+def clients_run_rows(plan: ClientPlan | None = None, users: int = CLIENTS_USERS) -> list[dict]:
+    """summary.csv rows of a clients run: Little's law holds, CPU per request 600 / rps ms."""
+    rows = []
+    for (scenario, variant, client, arm), values in (plan or client_plan()).items():
+        for repeat, rps in enumerate(values, start=1):
+            row = summary_row(Cell(scenario, variant, client, users, repeat, arm=arm))
+            mean_ms = users / rps * 1000
+            requests = round(rps * 10)
+            row.update(
+                observe=True,
+                rps=rps,
+                requests=requests,
+                ok=requests,
+                p50_ms=round(mean_ms * 0.95, 2),
+                p90_ms=round(mean_ms * 1.3, 2),
+                p95_ms=round(mean_ms * 1.5, 2),
+                p99_ms=round(mean_ms * 2, 2),
+                max_ms=round(mean_ms * 3, 2),
+                cpu_ms_per_req=round(600.0 / rps, 4),
+                threadpool_tokens=TOKENS,
+                # Clean unless a test says otherwise (summary_row marks one chat cell invalid).
+                valid=True,
+                invalid_reason="",
+                loadgen_cpu_pct=55.0,
+            )
+            rows.append(row)
+    return rows
+
+
+CLIENT_MANIFEST_ARMS = [
+    {"name": "stream_fix", "env": {"http_max_concurrency": 30, "stream_close": "response"}}
+]
+
+
+def write_clients_run(
+    root: Path, rows: list[dict] | None = None, name: str = "clients-run"
+) -> Path:
+    """A run folder of `make bench-clients` (summary and manifest, no raw files)."""
+    run = root / name
+    run.mkdir(parents=True)
+    rows = clients_run_rows() if rows is None else rows
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    matrix = {"users": [CLIENTS_USERS], "repeats": 3, "arms": CLIENT_MANIFEST_ARMS}
+    manifest = {**MANIFEST, "run_id": name, "matrix": matrix}
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for row in rows:
+        (run / str(row["cell_id"])).mkdir()
+    return run

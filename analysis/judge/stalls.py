@@ -170,9 +170,16 @@ def row_id(scenario: str, style: str, arm: str) -> RowId:
     return RowId(scenario, arm, style, OTHER, f"`{style}`")
 
 
+# Arms another section compares on (clients.toml's `stream_fix`: `def` streaming as fixed, run
+# with each HTTP client for analysis.judge.clients): not a fix measured against the default here.
+STREAM_FIX_ARM = "stream_fix"
+COMPARISON_ARMS: frozenset[str] = frozenset({STREAM_FIX_ARM})
+
+
 def fix_arms(summary: pd.DataFrame) -> list[str]:
-    """Named arms that change a server setting (not the observer-effect arms), sorted."""
-    named = set(arms(summary)) - {DEFAULT_ARM} - set(observer_arms(summary))
+    """Named arms that change a server setting (not the observer-effect arms, nor the
+    COMPARISON_ARMS of another section), sorted."""
+    named = set(arms(summary)) - {DEFAULT_ARM} - set(observer_arms(summary)) - COMPARISON_ARMS
     return sorted(named)
 
 

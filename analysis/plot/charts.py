@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import contract  # noqa: E402
+from analysis.judge.clients import client_scenarios, client_table  # noqa: E402
 from analysis.judge.stalls import stall_scenarios, stall_table  # noqa: E402
 from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
 from analysis.judge.transform import at_reference_tokens, excluded, usable  # noqa: E402
@@ -30,6 +31,7 @@ from analysis.load.run import (  # noqa: E402
 )
 from analysis.plot import mechanism as plots_mechanism  # noqa: E402
 from analysis.plot import plots  # noqa: E402
+from analysis.plot.clients import plot_clients  # noqa: E402
 from analysis.plot.stalls import plot_stall_rps  # noqa: E402
 
 CHARTS_DIR = "charts"
@@ -59,6 +61,8 @@ class Rendered:
     sweep: list[Chart] = field(default_factory=list)
     # The stalls section's charts (`make bench-stalls`), one per scenario.
     stalls: list[Chart] = field(default_factory=list)
+    # The "Which HTTP client" section's chart (`make bench-clients`).
+    clients: list[Chart] = field(default_factory=list)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -141,7 +145,13 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
             ),
         )
     charts += cpu_chart(judgement, out_dir)
-    return Rendered(charts, notes, sweep_charts(run, out_dir), stall_charts(run, out_dir))
+    return Rendered(
+        charts,
+        notes,
+        sweep_charts(run, out_dir),
+        stall_charts(run, out_dir),
+        client_charts(run, out_dir),
+    )
 
 
 def cpu_chart(judgement: Judgement, out_dir: Path) -> list[Chart]:
@@ -385,3 +395,38 @@ def stall_charts(run: Run, out_dir: Path) -> list[Chart]:
             )
         )
     return out
+
+
+CLIENTS_CHART = "clients.png"
+
+
+def client_charts(run: Run, out_dir: Path) -> list[Chart]:
+    """Throughput (top) and server CPU per request (bottom) per style x client, one column of
+    panels per scenario with two clients for a style."""
+    names = client_scenarios(run.summary)
+    if not names:
+        return []
+    table = client_table(run.summary, names)
+    rows = int(table.groupby("scenario").size().max())
+    fig, axes = plt.subplots(
+        2,
+        len(names),
+        figsize=(5.5 * len(names) + 1.5, 2 * (1.2 + 0.4 * rows)),
+        layout="constrained",
+        squeeze=False,
+    )
+    for i, s in enumerate(names):
+        plot_clients(axes[0][i], table, s, "rps")
+        plot_clients(axes[1][i], table, s, "cpu_ms_per_req")
+    fig.suptitle("Which HTTP client: throughput and server CPU per request, by style x client")
+    return [
+        _chart(
+            fig,
+            out_dir / CLIENTS_CHART,
+            "Which HTTP client: throughput and CPU per request",
+            "",
+            "Median over the counted repeats (whiskers: min-max), in each style's colour; top "
+            "successful requests/s (longer is faster), bottom server CPU ms per request (shorter "
+            "is cheaper). `def` on chat_stream ran with the stream fix.",
+        )
+    ]

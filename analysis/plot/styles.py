@@ -12,6 +12,8 @@ PALETTE: dict[str, str] = {
     # `def` with httpx2, the httpx fork whose pool lock is re-entrant: sync's lighter blue.
     "sync (httpx2)": "#56B4E9",
     "async": "#009E73",
+    # `async def` with httpx2's AsyncClient: async's lighter green, as sync (httpx2) is to sync.
+    "async (httpx2)": "#7FCDB8",
     "async (aiohttp)": "#E69F00",
     "blocking": "#D55E00",
 }
@@ -19,6 +21,7 @@ LABELS: dict[str, str] = {
     "sync": "sync: def",
     "sync (httpx2)": "sync: def + httpx2",
     "async": "async: async def",
+    "async (httpx2)": "async: async def + httpx2",
     "async (aiohttp)": "async: async def + aiohttp",
     "blocking": "blocking: async def + sync lib",
 }
@@ -56,8 +59,8 @@ def label(style: str) -> str:
 
 
 def ordered(styles: Iterable[str]) -> list[str]:
-    """Styles in the canonical order: sync, sync (httpx2), async, async (aiohttp), blocking,
-    then the rest."""
+    """Styles in the canonical order (ORDER: each variant, its default client first), then the
+    rest."""
     unique = set(styles)
     known = [s for s in ORDER if s in unique]
     return known + sorted(unique - set(ORDER))

@@ -25,6 +25,7 @@ from analysis.judge.why import Limits
 from analysis.load.run import Run, load_manifest, load_run
 from analysis.plot.charts import CHARTS_DIR, Rendered, render_all
 from analysis.plot.styles import label, ordered
+from analysis.report.client_blocks import client_blocks
 from analysis.report.document import (
     Block,
     Bullets,
@@ -69,7 +70,7 @@ QUESTION = (
 
 HOW_TO_READ = (
     "One colour per handler style in every chart: sync blue, sync + httpx2 sky blue, async "
-    "green, async + aiohttp orange, blocking red.",
+    "green, async + httpx2 light green, async + aiohttp orange, blocking red.",
     "Throughput charts: the line is the median over valid repeats, the band the min-max spread. "
     "The dotted grey line is the ideal users / upstream latency (Little's law): a style on it "
     "keeps every user busy. The dash-dot vertical line marks the threadpool tokens: `def` "
@@ -154,7 +155,7 @@ def write_report(
     page = out / REPORT_HTML
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"def or async def: {run.name}"), encoding="utf-8")
-    charts = (*rendered.charts, *rendered.sweep, *rendered.stalls)
+    charts = (*rendered.charts, *rendered.sweep, *rendered.stalls, *rendered.clients)
     return ReportFiles(md, page, [c.path for c in charts])
 
 
@@ -197,6 +198,7 @@ def build_report(
         style_table(judgement),
         *latency_blocks(judgement),
         *stall_blocks(run, rendered),
+        *client_blocks(run, rendered, judgement.noises),
         *observer_blocks(run.summary),
         *upstream_blocks(run.summary),
         *quiet_blocks(run.manifest, judgement, reference),
