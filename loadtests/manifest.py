@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from loadtests.runner import RunContext
 
 PACKAGES = (
-    "fastapi starlette uvicorn uvloop httptools httpx httpcore aiohttp anyio sqlalchemy "
-    "aiosqlite pydantic pydantic-settings locust gevent geventhttpclient numpy pandas psutil"
+    "fastapi starlette uvicorn uvloop httptools httpx httpcore httpx2 httpcore2 aiohttp "
+    "httpx-aiohttp fastapi-overflow anyio sqlalchemy aiosqlite pydantic pydantic-settings "
+    "locust gevent geventhttpclient numpy pandas psutil py-spy"
 ).split()
 REPO = Path(__file__).resolve().parent.parent
 

@@ -38,12 +38,34 @@ def http_module(settings: Settings, sync: bool = False) -> ModuleType:
     return httpx2 if settings.http_client == "httpx2" else httpx
 
 
-def aiohttp_transport(settings: Settings) -> AiohttpTransport:
+class AiohttpPoolTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, with one correction kept here: a timeout while the connector is
+    full is httpx's `PoolTimeout`.
+
+    The package hands httpx's pool timeout to aiohttp as its `connect` timeout (which counts the
+    wait for a free connection) and reports every connect timeout as `httpx.ConnectTimeout`, so a
+    full pool would answer 504 `upstream_timeout` in this arm only; with the correction, all
+    clients answer it as 504 `pool_timeout`.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            connector = getattr(self.client, "connector", None)
+            limit = getattr(connector, "limit", 0)
+            if connector is not None and limit and len(connector._acquired) >= limit:
+                raise httpx.PoolTimeout(f"aiohttp: {exc}", request=request) from exc
+            raise
+
+
+def aiohttp_transport(settings: Settings) -> AiohttpPoolTransport:
     """aiohttp under `httpx.AsyncClient`, from the `httpx-aiohttp` package (the transport the
-    `openai` SDK offers): the `async` app's handlers stay the same, the bytes go over aiohttp's
-    connector. Same limits as the httpx pool; httpx's pool timeout becomes aiohttp's connect
-    timeout (waiting for a free connection included)."""
-    return AiohttpTransport(limits=client_kwargs(settings)["limits"])
+    `openai` SDK documents): the `async` app's handlers stay the same, the bytes go over aiohttp's
+    connector, limited to `http_max_connections` (aiohttp has no idle-connection count, so
+    `http_max_keepalive` does not apply); httpx's pool timeout becomes aiohttp's connect timeout.
+    """
+    return AiohttpPoolTransport(limits=client_kwargs(settings)["limits"])
 
 
 def admission(admit: Callable[[], Any], settings: Settings) -> list[Any]:

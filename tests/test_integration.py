@@ -224,3 +224,31 @@ def test_upstream_stats_in_a_real_process(tmp_path: Path) -> None:
     assert stats["configured_ms_sum"] == pytest.approx(4 * 40)
     assert 40 - 2 <= stats["served_ms_sum"] / 4 <= 40 + 60, stats
     assert stats["ttft_ms_sum"] == pytest.approx(stats["served_ms_sum"])
+
+
+@pytest.mark.parametrize("client", ["httpx", "aiohttp"])
+def test_a_full_upstream_pool_answers_504_pool_timeout_with_every_client(
+    upstream_url: str, tmp_path: Path, client: str
+) -> None:
+    # One upstream connection, held by a slow stream (a token every 300 ms for about 6 s); the
+    # next request waits for it, and its 1 s pool timeout ends the wait with the same answer
+    # whatever the client (aiohttp reports it as a connect timeout: servers/proxy.py corrects it).
+    env = {
+        "LAB_UPSTREAM_URL": f"{upstream_url}/v1",
+        "LAB_HTTP_CLIENT": client,
+        "LAB_HTTP_MAX_CONNECTIONS": "1",
+        "LAB_HTTP_TIMEOUT_S": "1",
+        "LAB_DB_PATH": str(tmp_path / "items.sqlite3"),
+    }
+    slow = {**CHAT, "max_tokens": 20, "stream": True}
+    with run_server("async", tmp_path / "log", env, python=sys.executable) as (_, url):
+        headers = {"x-mock-ttft-ms": "50", "x-mock-itl-ms": "300"}
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json=slow, headers=headers, timeout=30
+        ) as held:
+            assert held.status_code == 200
+            lines = held.iter_lines()  # kept: a dropped iterator would close the stream
+            assert next(lines).startswith("data:")
+            second = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=30)
+    assert second.status_code == 504, second.text
+    assert second.json()["error"]["code"] == "pool_timeout"
