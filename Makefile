@@ -32,25 +32,13 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/default.toml --out results/$(RUN_ID)
 	$(BIN)/python -m analysis report results/$(RUN_ID)
 
-bench-quick: $(STAMP)
-	$(BIN)/python -m loadtests --matrix loadtests/matrices/quick.toml --out results/quick-$(RUN_ID)
-	$(BIN)/python -m analysis report results/quick-$(RUN_ID)
+# The other matrices: `make bench-<name>` runs loadtests/matrices/<name>.toml into
+# results/<name>-<run-id>, then its report.
+MATRICES := quick threadpool stalls deadlock clients
 
-bench-threadpool: $(STAMP)
-	$(BIN)/python -m loadtests --matrix loadtests/matrices/threadpool.toml --out results/threadpool-$(RUN_ID)
-	$(BIN)/python -m analysis report results/threadpool-$(RUN_ID)
-
-bench-stalls: $(STAMP)
-	$(BIN)/python -m loadtests --matrix loadtests/matrices/stalls.toml --out results/stalls-$(RUN_ID)
-	$(BIN)/python -m analysis report results/stalls-$(RUN_ID)
-
-bench-deadlock: $(STAMP)
-	$(BIN)/python -m loadtests --matrix loadtests/matrices/deadlock.toml --out results/deadlock-$(RUN_ID)
-	$(BIN)/python -m analysis report results/deadlock-$(RUN_ID)
-
-bench-clients: $(STAMP)
-	$(BIN)/python -m loadtests --matrix loadtests/matrices/clients.toml --out results/clients-$(RUN_ID)
-	$(BIN)/python -m analysis report results/clients-$(RUN_ID)
+$(addprefix bench-,$(MATRICES)): bench-%: $(STAMP)
+	$(BIN)/python -m loadtests --matrix loadtests/matrices/$*.toml --out results/$*-$(RUN_ID)
+	$(BIN)/python -m analysis report results/$*-$(RUN_ID)
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }

@@ -22,7 +22,6 @@ complete send, and `StreamingResponse` has no close hook.
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from inspect import GEN_CLOSED
 from typing import Any
 
 import anyio
@@ -63,7 +62,7 @@ async def close_content(content: Content) -> None:
     if aclose is not None:
         await aclose()
         return
-    if inspect.isgenerator(content) and inspect.getgeneratorstate(content) == GEN_CLOSED:
+    if inspect.isgenerator(content) and inspect.getgeneratorstate(content) == inspect.GEN_CLOSED:
         return
     close = getattr(content, "close", None)
     if close is not None:
