@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients report compare clean
+.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-slo report compare clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ bench: $(STAMP)
 
 # The other matrices: `make bench-<name>` runs loadtests/matrices/<name>.toml into
 # results/<name>-<run-id>, then its report.
-MATRICES := quick threadpool stalls deadlock clients
+MATRICES := quick threadpool stalls deadlock clients slo
 
 $(addprefix bench-,$(MATRICES)): bench-%: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/$*.toml --out results/$*-$(RUN_ID)

@@ -43,6 +43,9 @@ RAW_COLUMNS: tuple[str, ...] = (
     "app_ms",
     "upstream_ms",
     "db_ms",
+    # Rate mode only: the request was sent this long after its intended start (`ts`); its
+    # latency counts from the intended start, so this wait is inside it. Empty in a closed loop.
+    "lag_ms",
 )
 
 # --- summary.csv: names and order (types for the readers) ---------------------------------------
@@ -52,6 +55,8 @@ SUMMARY_TYPES: dict[str, str] = {
     "client": "str",
     "arm": "str",
     "users": "int",
+    # Rate mode (open loop): the offered arrival rate; empty for a closed-loop cell.
+    "offered_rps": "float",
     "repeat": "int",
     "requests": "int",
     "ok": "int",
@@ -60,6 +65,11 @@ SUMMARY_TYPES: dict[str, str] = {
     "censored": "int",
     "failures": "int",
     "rps": "float",
+    # Rate mode: requests actually sent during the window per second, the send lag's p99 and
+    # whether every connection (slot) was busy at some point, so arrivals had to queue for one.
+    "achieved_rps": "float",
+    "send_lag_p99_ms": "float",
+    "slots_full": "bool",
     "p50_ms": "float",
     "p90_ms": "float",
     "p95_ms": "float",
@@ -122,6 +132,42 @@ STATUSES: tuple[str, ...] = ("ok", "failed")
 STALLED = "stalled"
 NOT_STEADY = "not steady"
 INVALID = "invalid"
+
+# --- Rate mode (open loop) ----------------------------------------------------------------------
+ARRIVALS: tuple[str, ...] = ("poisson", "constant")
+# A rate cell must send at least this share of the arrivals its schedule held in the window
+# (the realized count, not rate x seconds: Poisson counts vary). Falling short while a
+# connection was free is the load generator's fault: `invalid: load generator behind`. Falling
+# short because every connection waited on the server is the server's queue (`slots_full`):
+# those arrivals are sent late and their wait counts in their latency.
+RATE_TOLERANCE = 0.05
+LOADGEN_BEHIND = "load generator behind"
+
+# capacity.csv: one row per SLO capacity search (variant x scenario x pass); see contract.slo.
+CAPACITY_TYPES: dict[str, str] = {
+    "scenario": "str",
+    "variant": "str",
+    "client": "str",
+    "arm": "str",
+    "repeat": "int",
+    "slo": "str",
+    # The highest offered rate that met the SLO (empty: not even the lowest did).
+    "capacity_rps": "float",
+    # The lowest offered rate above it that did not (empty: every rate tried met it).
+    "limit_rps": "float",
+    # How the search ended; one of CAPACITY_BOUNDS.
+    "bound": "str",
+    # Why limit_rps failed: the SLO part it missed, a stall, or why it could not be judged.
+    "limit_reason": "str",
+    "p99_at_capacity_ms": "float",
+    "cells": "int",
+    "cell_ids": "str",
+}
+CAPACITY_COLUMNS: tuple[str, ...] = tuple(CAPACITY_TYPES)
+# bracketed: capacity <= true capacity < limit. below_lowest: the lowest rate tried failed.
+# above_highest: the highest rate tried passed (a lower bound). load_side: the next rate could
+# not be offered validly (the load generator fell behind), so capacity is a lower bound.
+CAPACITY_BOUNDS: tuple[str, ...] = ("bracketed", "below_lowest", "above_highest", "load_side")
 
 # --- Thresholds -------------------------------------------------------------------------------
 # The load side is saturated above this share of its core; its numbers are then its own.

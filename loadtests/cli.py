@@ -25,7 +25,12 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "variants": ("variants", _csv(str), "comma-separated server variants"),
     "async-clients": ("async_clients", _csv(str), "HTTP clients of the async variant"),
     "sync-clients": ("sync_clients", _csv(str), "HTTP clients of sync and blocking"),
-    "users": ("users", _csv(int), "comma-separated user levels"),
+    "users": ("users", _csv(int), "comma-separated user levels (closed loop)"),
+    "rate": ("rates", _csv(int), "open loop: offered rates, req/s (with --slo: the search ladder)"),
+    "slo": ("slo", str, "search each variant's capacity at this SLO, e.g. p99=500ms,errors=1%"),
+    "arrivals": ("arrivals", str, "rate mode arrivals: poisson (default) or constant"),
+    "rate-slots": ("rate_slots", int, "rate mode: most requests in flight (connections)"),
+    "bisect-steps": ("bisect_steps", int, "capacity search: bisection steps after the ladder"),
     "duration": ("duration_s", float, "shortest measured window per cell, s"),
     "window-max": ("window_max_s", float, "longest window, s (closes early on --sample-target)"),
     "sample-target": ("sample_target", int, "close the window once n requests completed"),
@@ -115,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = options.spec()
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if spec.rates and options.locust_processes > 1:
+        parser.error("rate mode runs one Locust process: its schedule is not split (drop one)")
     console = Console(highlight=False)
     done_before = list(options.out.glob("*/cell.json")) if options.out.exists() else []
     if done_before and not options.resume and not options.dry_run:
@@ -128,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     cells, todo = plan_cells(spec, options.out, options.resume)
     minutes = spec.estimate_s(todo) / 60
     console.print(
-        f"{len(todo)} of {len(cells)} cells to run, estimated {minutes:.1f} min; "
+        f"{len(todo)} of {len(cells)} cells to run"
+        f"{f' and {len(spec.searches())} capacity searches' if spec.slo else ''}, "
+        f"estimated {minutes:.1f} min; "
         f"pinning server={ctx.pinning.server} load={ctx.pinning.load}; results in {options.out}",
         soft_wrap=True,
     )
@@ -138,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd = " ".join(cell_command(cell, spec, ctx, host))
             eta = spec.cell_seconds(cell)
             console.print(f"{cell.cell_id} ~{eta:.0f}s\n  {cmd}", soft_wrap=True)
+        for scenario, variant, client, repeat in spec.searches():
+            eta = spec.search_seconds(scenario, variant, client, repeat)
+            console.print(
+                f"capacity search {scenario} {variant}-{client} r{repeat} at {spec.slo}: "
+                f"ladder {spec.rates} req/s, then {spec.bisect_steps} bisection steps, ~{eta:.0f}s",
+                soft_wrap=True,
+            )
         return 0
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -182,4 +182,6 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         "spawned": pick("spawned", max),
         "spawning_complete": pick("spawning_complete", max),
         "cut_off": sum(m.get("cut_off", 0) for m in metas),
+        "open_loop": pick("open_loop", lambda v: v[0]),
+        "slots_full_at": [t for m in metas for t in m.get("slots_full_at") or []],
     }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import (
+    ARRIVALS,
     CLIENTS,
     NO_CLIENT,
     SERVER_ENV,
@@ -14,6 +15,7 @@ from contract import (
     SYNC_CLIENTS,
     VARIANTS,
 )
+from contract.slo import Slo, parse_slo
 from loadtests.locust_runner import Clock
 from loadtests.scenarios import SCENARIOS
 from servers.settings import Settings
@@ -36,17 +38,17 @@ class Cell:
     tokens: int | None = None
     # A named arm (matrix `[[arms]]`): extra server settings; part of the id when set.
     arm: str = ""
+    # Rate mode (open loop): arrivals per second; `users` is then the cap on requests in flight.
+    rate: int | None = None
 
     @property
     def cell_id(self) -> str:
-        """Folder name, e.g. `chat__async-httpx__u050__r1` (see results/README.md)."""
+        """Folder name, e.g. `chat__async-httpx__u050__r1`, `chat__sync-httpx__rps0400__r1`."""
         client = "none" if self.client == NO_CLIENT else self.client
         sweep = "" if self.tokens is None else f"__t{self.tokens:03d}"
         arm = f"__{self.arm}" if self.arm else ""
-        return (
-            f"{self.scenario}__{self.variant}-{client}__u{self.users:03d}{sweep}{arm}"
-            f"__r{self.repeat}"
-        )
+        load = f"u{self.users:03d}" if self.rate is None else f"rps{self.rate:04d}"
+        return f"{self.scenario}__{self.variant}-{client}__{load}{sweep}{arm}__r{self.repeat}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,20 @@ class MatrixSpec:
     async_clients: list[str] = field(default_factory=lambda: ["httpx"])
     sync_clients: list[str] = field(default_factory=lambda: ["httpx"])
     users: list[int] = field(default_factory=lambda: [1, 10, 50, 100, 200])
+    # Rate mode (open loop): offered arrival rates, req/s. Without `slo`, every scenario x style
+    # runs at each rate; with it, they are the ladder of the capacity search (loadtests/search.py).
+    rates: list[int] = field(default_factory=list)
+    # Scenarios that run the rates, among `scenarios` (empty: every scenario of the matrix).
+    rate_scenarios: list[str] = field(default_factory=list)
+    # `p99=500ms,errors=1%` (contract.slo): search each scenario x style's capacity at it.
+    slo: str = ""
+    # After the ladder brackets the capacity, halve the bracket this many times.
+    bisect_steps: int = 3
+    # Arrival process of rate cells (contract.ARRIVALS) and the cap on their requests in flight:
+    # the connections the load generator holds (a request due while all are busy waits for one,
+    # and that wait counts in its latency).
+    arrivals: str = "poisson"
+    rate_slots: int = 500
     repeats: int = 1
     # The window lasts at least duration_s, then closes once `sample_target` requests that
     # started in it have completed, or at window_max_s (0: exactly duration_s).
@@ -115,7 +131,8 @@ class MatrixSpec:
     server_env: dict[str, Any] = field(default_factory=dict)
     # Named extra arms ([[arms]] tables); their cells run in every pass after the main cells.
     arms: list[Arm] = field(default_factory=list)
-    # Cells left out of the main matrix: "scenario/variant" or "scenario/variant/users".
+    # Cells left out of the main matrix: "scenario/variant" or "scenario/variant/users";
+    # "scenario/variant/rps" leaves out that pair's rate cells (and capacity search).
     skip: list[str] = field(default_factory=list)
     # Upstream latency model, sent per request as x-mock-* headers.
     ttft_ms: float = 50.0
@@ -155,8 +172,22 @@ class MatrixSpec:
             unknown = [x for x in given if x not in known]
             if unknown or not given:
                 raise ValueError(f"unknown or no {kind}s {unknown}; choose from {list(known)}")
-        if not self.users or min(self.users) < 1:
-            raise ValueError(f"user levels must be >= 1, got {self.users}")
+        if (not self.users and not self.rates) or (self.users and min(self.users) < 1):
+            raise ValueError(f"user levels must be >= 1 (or give rates), got {self.users}")
+        if self.rates and min(self.rates) < 1:
+            raise ValueError(f"rates must be whole req/s >= 1, got {self.rates}")
+        if self.rates != sorted(set(self.rates)):
+            raise ValueError(f"rates must rise, each once: got {self.rates}")
+        if self.slo:
+            self.slo_spec()  # ValueError on a bad SLO
+            if not self.rates:
+                raise ValueError(f"slo {self.slo!r} needs rates: the search's ladder")
+        if unknown := [x for x in self.rate_scenarios if x not in SCENARIOS]:
+            raise ValueError(f"unknown rate_scenarios {unknown}; choose from {list(SCENARIOS)}")
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(f"arrivals {self.arrivals!r}: choose from {list(ARRIVALS)}")
+        if self.rate_slots < 1 or self.bisect_steps < 0:
+            raise ValueError("rate_slots >= 1, bisect_steps >= 0")
         if min(self.token_levels) < 1:
             raise ValueError(f"threadpool tokens must be >= 1, got {self.threadpool_tokens}")
         if self.repeats < 1 or self.duration_s <= 0 or self.warmup_s < 0 or self.grace_s < 0:
@@ -178,6 +209,10 @@ class MatrixSpec:
                 "or a slow error would be called a stall"
             )
 
+    def slo_spec(self) -> Slo | None:
+        """The parsed SLO (None without one)."""
+        return parse_slo(self.slo) if self.slo else None
+
     def server_timeouts(self, arm: "Arm | None" = None) -> dict[str, float]:
         """The server's timeouts in seconds as the cells run them (matrix value or default)."""
         env = {**self.server_env, **(arm.env if arm else {})}
@@ -198,8 +233,8 @@ class MatrixSpec:
             warmup_max_s=self.warmup_max_s,
         )
 
-    def skipped(self, scenario: str, variant: str, users: int) -> bool:
-        """Whether the matrix leaves this cell out (see `skip`)."""
+    def skipped(self, scenario: str, variant: str, users: int | str) -> bool:
+        """Whether the matrix leaves this cell out (see `skip`; rate cells: users `rps`)."""
         return any(
             rule in (f"{scenario}/{variant}", f"{scenario}/{variant}/{users}") for rule in self.skip
         )
@@ -259,6 +294,15 @@ class MatrixSpec:
                 for users in self.users
                 if not self.skipped(scenario, variant, users)
             ]
+            if not self.slo:
+                cells += [
+                    self.rate_cell(scenario, variant, client, rate, repeat)
+                    for scenario in self.rate_scenario_list()
+                    for variant in self.variants
+                    for client in self.clients_for(scenario, variant)
+                    for rate in self.rates
+                    if not self.skipped(scenario, variant, "rps")
+                ]
             cells += [
                 Cell(scenario, variant, client, users, repeat, arm=arm.name)
                 for arm in self.arms
@@ -269,6 +313,33 @@ class MatrixSpec:
                 for users in arm.users
             ]
         return cells
+
+    def rate_cell(
+        self, scenario: str, variant: str, client: str, rate: int, repeat: int, arm: str = ""
+    ) -> Cell:
+        """The rate-mode cell offering `rate` req/s."""
+        return Cell(scenario, variant, client, self.rate_slots, repeat, arm=arm, rate=rate)
+
+    def rate_scenario_list(self) -> list[str]:
+        """The scenarios that run rate cells or searches."""
+        return [s for s in self.scenarios if not self.rate_scenarios or s in self.rate_scenarios]
+
+    def searches(self) -> list[tuple[str, str, str, int]]:
+        """(scenario, variant, client, repeat) of every capacity search, passes outermost."""
+        if not self.slo:
+            return []
+        return [
+            (scenario, variant, client, repeat)
+            for repeat in range(1, self.repeats + 1)
+            for scenario in self.rate_scenario_list()
+            for variant in self.variants
+            for client in self.clients_for(scenario, variant)
+            if not self.skipped(scenario, variant, "rps")
+        ]
+
+    def search_cells_expected(self) -> int:
+        """Cells one search is expected to take: half the ladder, then the bisection."""
+        return len(self.rates) // 2 + 1 + self.bisect_steps
 
     def tokens(self, scenario: str) -> int | None:
         """Output tokens a scenario asks the upstream for (None when it has no upstream)."""
@@ -293,8 +364,20 @@ class MatrixSpec:
         """Estimated wall time of one cell (a window closing on its sample target: halfway)."""
         longest = self.clock().window_max_s
         window = (self.duration_s + longest) / 2 if self.sample_target else longest
+        if cell.rate is not None and self.sample_target:
+            # An open loop reaches its sample target at the offered rate.
+            window = min(longest, max(self.duration_s, self.sample_target / cell.rate))
         return CELL_OVERHEAD_S + self.warmup_s + window + self.drain_s(cell)
 
     def estimate_s(self, cells: list[Cell] | None = None) -> float:
-        """Estimated wall time of `cells` (default: all of them)."""
-        return sum(self.cell_seconds(c) for c in (self.cells() if cells is None else cells))
+        """Estimated wall time of `cells` (default: all of them and the searches)."""
+        fixed = sum(self.cell_seconds(c) for c in (self.cells() if cells is None else cells))
+        return fixed + sum(self.search_seconds(*s) for s in self.searches())
+
+    def search_seconds(self, scenario: str, variant: str, client: str, repeat: int) -> float:
+        """Estimated wall time of one capacity search (its cells at the ladder's middle rate)."""
+        if not self.rates:
+            return 0.0
+        middle = self.rates[len(self.rates) // 2]
+        cell = self.rate_cell(scenario, variant, client, middle, repeat)
+        return self.search_cells_expected() * self.cell_seconds(cell)

@@ -1,5 +1,6 @@
 """Run cells and matrices: a fresh server per cell, Locust against it, results per contract."""
 
+import functools
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -16,7 +18,17 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from contract import CALIBRATION_KEYS, CLIENTS, GAP_NOTE_S, NOT_STEADY, SERVER_ENV, STALLED
+from contract import (
+    CALIBRATION_KEYS,
+    CLIENTS,
+    GAP_NOTE_S,
+    NO_CLIENT,
+    NOT_STEADY,
+    SERVER_ENV,
+    STALLED,
+)
+from contract.slo import Judgement
+from contract.slo import judge as judge_slo
 from loadtests import manifest
 from loadtests.calibrate import calibrate
 from loadtests.locust_runner import (
@@ -40,7 +52,15 @@ from loadtests.process import (
 )
 from loadtests.scenarios import SCENARIOS
 from loadtests.scrape import MetricsScraper, Row, cpu_rows, summarize_metrics, write_metrics
-from loadtests.summary import load_requests, summarize_requests, validity, write_summary
+from loadtests.search import Search, capacity_row, run_search, write_capacity
+from loadtests.summary import (
+    load_requests,
+    open_loop_metrics,
+    summarize_requests,
+    summary_row,
+    validity,
+    write_summary,
+)
 from loadtests.threads import summarize as summarize_threads
 
 
@@ -88,7 +108,7 @@ def observed(env: dict[str, str]) -> bool:
 
 def locust_options(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
     """The lab's own Locust options for a cell (see locustfiles/common.py)."""
-    return {
+    options: dict[str, Any] = {
         "max_tokens": spec.tokens(cell.scenario) or 1,
         "ttft_ms": spec.ttft_ms,
         "itl_ms": spec.itl_ms,
@@ -96,6 +116,11 @@ def locust_options(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
         "seed_rows": spec.seed_rows,
         "request_timeout": spec.request_timeout_s,
     }
+    if cell.rate is not None:
+        # The same cell id gives the same arrival times in every run (and on --resume).
+        seed = zlib.crc32(cell.cell_id.encode())
+        options.update(rate=cell.rate, arrivals=spec.arrivals, arrival_seed=seed)
+    return options
 
 
 def cell_settings(cell: Cell, spec: MatrixSpec, env: dict[str, str]) -> dict[str, Any]:
@@ -110,6 +135,7 @@ def cell_settings(cell: Cell, spec: MatrixSpec, env: dict[str, str]) -> dict[str
         "grace_s": spec.grace_s,
         "stall_s": spec.stall_s,
         "threadpool_tokens": spec.tokens_of(cell),
+        "rate_slots": spec.rate_slots if cell.rate is not None else None,
         "observe": observed(env),
         "server_timeouts_s": spec.server_timeouts(spec.arm_of(cell)),
         "upstream_latency_ms": spec.upstream_latency_ms(cell.scenario),
@@ -269,10 +295,15 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
     start, end = meta["window_start"], meta["window_end"]
     cell_end = meta.get("test_stop") or end
     users = cell.users
-    metrics = summarize_requests(
-        load_requests(collected.requests), start, end, users, cell_end, meta["test_start"]
-    )
+    rows = load_requests(collected.requests)
+    # Little's law checks a closed loop; an open loop is checked against its schedule instead.
+    loop_users = users if cell.rate is None else None
+    metrics = summarize_requests(rows, start, end, loop_users, cell_end, meta["test_start"])
     metrics["users_in_loop"] = meta.get("users_in_loop")
+    open_loop = None
+    if cell.rate is not None:
+        open_loop = open_loop_metrics(rows, start, end, meta.get("slots_full_at"))
+        metrics.update(open_loop)
     sampler = collected.cpu
     cpu = {
         f"{name}_{stat}": (None if v is None else round(v, 1))
@@ -292,6 +323,7 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
         meta["spawned"],
         users + SCENARIOS[cell.scenario].extra_users,
         ctx.pinning.shared_load_core,
+        open_loop,
     )
     stalled = bool(meta.get("stalled")) or (
         metrics["in_flight_at_end"] > 0 and metrics["since_last_completion_s"] >= spec.stall_s
@@ -451,6 +483,7 @@ def cell_document(
         "client": cell.client,
         "arm": cell.arm,
         "users": cell.users,
+        "offered_rps": cell.rate,
         "repeat": cell.repeat,
         "status": "ok" if judged is not None else "failed",
         "reason": reason,
@@ -552,8 +585,11 @@ def describe(doc: dict[str, Any]) -> str:
         return f"[red]FAILED[/] {doc['reason']}"
     m = doc["metrics"]
     p99 = "-" if m.get("p99_ms") is None else f"{m['p99_ms']:.1f}"
+    offered = ""
+    if doc.get("offered_rps") is not None:
+        offered = f"offered={doc['offered_rps']:g} sent={m.get('achieved_rps') or 0:.1f}/s  "
     line = (
-        f"rps={m['rps']:8.1f}  p99={p99:>8} ms  n={m['requests']:<5} ok={m['ok']:<5} "
+        f"{offered}rps={m['rps']:8.1f}  p99={p99:>8} ms  n={m['requests']:<5} ok={m['ok']:<5} "
         f"err={m['errors']:<4} timeout={m['timeouts']:<3} censored={m['censored']:<4} "
         f"loadgen={doc['cpu'].get('loadgen_pct') or 0:3.0f}%  "
         f"server={doc['cpu'].get('server_pct') or 0:3.0f}%"
@@ -587,7 +623,10 @@ def run_matrix(
     ctx.out.mkdir(parents=True, exist_ok=True)
     run_manifest = manifest.start(ctx, spec, cells, todo)
     order = [c.cell_id for c in cells]
-    needs_upstream = not ctx.target and any(SCENARIOS[c.scenario].proxy for c in todo)
+    searches = spec.searches()
+    needs_upstream = not ctx.target and any(SCENARIOS[c.scenario].proxy for c in todo) | any(
+        SCENARIOS[s[0]].proxy for s in searches
+    )
     docs: list[dict[str, Any]] = []
     progress = Progress(
         TextColumn("{task.description}"),
@@ -604,7 +643,7 @@ def run_matrix(
                 stack.enter_context(run_upstream(ctx, spec))
             stack.enter_context(progress)
             bar = progress.add_task("cells", total=spec.estimate_s(todo))
-            if todo and not ctx.target:
+            if (todo or searches) and not ctx.target:
                 take_calibration(ctx, "before" if not resume else "resume", console)
             for i, cell in enumerate(todo, 1):
                 progress.update(bar, description=f"{i}/{len(todo)} {cell.cell_id}")
@@ -617,7 +656,85 @@ def run_matrix(
                 last_of_pass = i == len(todo) or todo[i].repeat != cell.repeat
                 if last_of_pass and not ctx.target:
                     take_calibration(ctx, f"after pass {cell.repeat}", console)
+            if searches:
+                docs += run_searches(spec, ctx, resume, console, order, (progress, bar))
     finally:
         write_summary(ctx.out, order)
         manifest.finish(ctx.out, manifest.load(ctx.out) or run_manifest, docs)
     return docs
+
+
+@dataclass
+class SearchRun:
+    """What the cells of the capacity searches share while they run."""
+
+    spec: MatrixSpec
+    ctx: RunContext
+    resume: bool
+    console: Console
+    order: list[str]
+    bar: tuple[Progress, Any]
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+    def measure(self, search: Search, rate: int) -> tuple[Judgement, dict[str, Any]]:
+        """Run (or on --resume read back) one rate of `search`; its row judged on the SLO."""
+        spec, progress, task = self.spec, *self.bar
+        slo = spec.slo_spec()
+        assert slo is not None
+        cell = spec.rate_cell(search.scenario, search.variant, search.client, rate, search.repeat)
+        done = self.ctx.out / cell.cell_id / "cell.json"
+        progress.update(task, description=f"{self.label} {cell.cell_id}")
+        if self.resume and done.exists():
+            doc = json.loads(done.read_text())
+        else:
+            doc = run_cell(cell, spec, self.ctx)
+            progress.advance(task, spec.cell_seconds(cell))
+        self.docs.append(doc)
+        self.order.append(cell.cell_id)
+        write_summary(self.ctx.out, self.order)
+        row = summary_row(doc)
+        judgement = judge_slo(row, slo)
+        self.console.print(
+            f"{self.label} {cell.cell_id:<36} {describe(doc)}  "
+            f"SLO: {judgement.status} ({judgement.why})",
+            soft_wrap=True,
+        )
+        return judgement, row
+
+
+def run_searches(
+    spec: MatrixSpec,
+    ctx: RunContext,
+    resume: bool,
+    console: Console,
+    order: list[str],
+    bar: tuple[Progress, Any],
+) -> list[dict[str, Any]]:
+    """Run every SLO capacity search (loadtests/search.py); capacity.csv is kept current.
+
+    On --resume a rate already measured is read back from its cell.json, so the search takes
+    the same path again and goes on where it stopped.
+    """
+    slo = spec.slo_spec()
+    assert slo is not None
+    run = SearchRun(spec, ctx, resume, console, order, bar)
+    rows: list[dict[str, Any]] = []
+    plan = spec.searches()
+    for i, (scenario, variant, client, repeat) in enumerate(plan, 1):
+        run.label = f"search {i}/{len(plan)}"
+        search = Search(scenario, variant, client, repeat)
+        run_search(search, spec.rates, spec.bisect_steps, functools.partial(run.measure, search))
+        row = capacity_row(search, slo)
+        rows.append(row)
+        write_capacity(ctx.out, rows)
+        console.print(
+            f"capacity {scenario} {variant}{'' if client == NO_CLIENT else '-' + client}: "
+            f"{row['capacity_rps'] or '-'} req/s at "
+            f"{slo.text()} ({row['bound']}; {row['limit_reason'] or 'every rate passed'})",
+            soft_wrap=True,
+        )
+        last_of_pass = i == len(plan) or plan[i][3] != repeat
+        if last_of_pass and not ctx.target:
+            take_calibration(ctx, f"after search pass {repeat}", console)
+    return run.docs

@@ -18,10 +18,12 @@ from contract import (
     ERROR,
     LITTLE_TOLERANCE,
     LOAD_CORE_MAX_PCT,
+    LOADGEN_BEHIND,
     LOADGEN_MAX_PCT,
     MECHANISM_COLUMNS,
     OK,
     OUTCOMES,
+    RATE_TOLERANCE,
     SUMMARY_COLUMNS,
     SUMMARY_TYPES,
     TIMEOUT,
@@ -34,6 +36,7 @@ def load_requests(path: Path) -> pd.DataFrame:
     """Read a cell's requests.csv (an `outcome` column is derived from `ok` in older files)."""
     dtypes = {"ts": float, "kind": str, "name": str, "latency_ms": float, "ok": int}
     dtypes |= {"outcome": str, "app_ms": float, "upstream_ms": float, "db_ms": float}
+    dtypes |= {"lag_ms": float}
     return with_outcomes(pd.read_csv(path, dtype=dtypes), str(path))
 
 
@@ -168,6 +171,50 @@ def summarize_requests(
     }
 
 
+def open_loop_metrics(
+    rows: pd.DataFrame, start: float, end: float, full_at: list[float] | None = None
+) -> dict[str, Any]:
+    """Rate mode: what the load generator sent in [start, end) against what its schedule held.
+
+    Every arrival of the schedule has a row (`ts` its intended start; `lag_ms` empty if it was
+    never sent), so the arrivals due in the window are counted exactly, Poisson variation and
+    all; `sent` are the requests whose actual send fell in the window.
+    """
+    main = with_outcomes(rows)
+    main = main[main["kind"] == "request"]
+    lag = main["lag_ms"] if "lag_ms" in main else pd.Series(np.nan, index=main.index)
+    sent_at = main["ts"] + lag / 1000
+    sent = int((lag.notna() & (sent_at >= start) & (sent_at < end)).sum())
+    due = (main["ts"] >= start) & (main["ts"] < end)
+    seconds = end - start
+    (lag_p99,) = percentiles(lag[due].dropna(), (99,))
+    return {
+        "scheduled": int(due.sum()),
+        "sent": sent,
+        "achieved_rps": sent / seconds if seconds > 0 else None,
+        "send_lag_p99_ms": lag_p99,
+        "slots_full": any(start <= t < end for t in full_at or []),
+    }
+
+
+def behind(open_loop: dict[str, Any] | None, loadgen_cpu_pct: float | None) -> str:
+    """Why a rate cell's load generator fell behind its schedule ("" when it kept up).
+
+    Short of the schedule while every connection waited on the server is the server's queue
+    (the wait is in the latencies); short with a connection free, or with the load generator's
+    core saturated, is the load side's own limit.
+    """
+    if not open_loop or not open_loop["scheduled"]:
+        return ""
+    sent, due = open_loop["sent"], open_loop["scheduled"]
+    if sent >= (1 - RATE_TOLERANCE) * due:
+        return ""
+    saturated = loadgen_cpu_pct is not None and loadgen_cpu_pct > LOADGEN_MAX_PCT
+    if open_loop["slots_full"] and not saturated:
+        return ""
+    return f"{LOADGEN_BEHIND}: sent {sent} of the {due} arrivals due in the window"
+
+
 def steadiness(little: float | None, users: int | None, started: int) -> bool | None:
     """Little's law within tolerance; False when users were there and none started a request."""
     if little is None:
@@ -206,9 +253,12 @@ def validity(
     spawned: int | None,
     target_users: int,
     shared_load_core: bool = True,
+    open_loop: dict[str, Any] | None = None,
 ) -> tuple[bool, str]:
     """Whether a cell's numbers describe the server rather than the load side; why not."""
     reasons = []
+    if lagging := behind(open_loop, loadgen_cpu_pct):
+        reasons.append(lagging)
     if loadgen_cpu_pct is None:
         reasons.append("load generator CPU not measured")
     elif loadgen_cpu_pct > LOADGEN_MAX_PCT:
@@ -234,6 +284,7 @@ def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
     cpu = cell.get("cpu", {})
     row: dict[str, Any] = {
         **{k: cell.get(k) for k in ("scenario", "variant", "client", "users", "repeat")},
+        "offered_rps": cell.get("offered_rps"),
         "arm": cell.get("arm", ""),
         **cell.get("metrics", {}),
         **cell.get("judged", {}),

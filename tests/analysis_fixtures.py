@@ -639,3 +639,158 @@ def write_clients_run(
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
+
+
+# --- rate mode (issue 10): open-loop cells at offered rates, and an SLO capacity search -----------
+RATES = (100, 200, 400, 800)
+# The connection cap of a rate cell: `users` in summary.csv, on purpose one of USERS (a closed-loop
+# cell has the same scenario, variant, client and users: only `offered_rps` tells them apart).
+RATE_SLOTS = 50
+SLO_TEXT = "p99=500ms,errors=1%"
+# (variant, client) -> the highest rate that meets the SLO (0: none; the lowest stalls).
+RATE_CAPACITY: dict[tuple[str, str], int] = {
+    ("sync", "httpx"): 200,
+    ("async", "httpx"): 400,
+    ("async", "aiohttp"): 800,
+    ("blocking", "httpx"): 0,
+}
+RATE_SPEC = {
+    "rates": list(RATES),
+    "slo": SLO_TEXT,
+    "arrivals": "poisson",
+    "rate_slots": RATE_SLOTS,
+    "bisect_steps": 0,
+}
+
+
+def rate_cell_id(variant: str, client: str, offered: int, repeat: int, arm: str = "") -> str:
+    """`chat__sync-httpx__rps0400__r1`, `__<arm>` before `__r` in an arm."""
+    arm_part = f"__{arm}" if arm else ""
+    return f"chat__{variant}-{client}__rps{offered:04d}{arm_part}__r{repeat}"
+
+
+def rate_row(variant: str, client: str, offered: int, repeat: int) -> dict[str, object]:
+    """One rate cell on `chat`: within its capacity p99 200-400 ms, above it the queue grows
+    (p99 in seconds, slots full); `blocking` stalls at every rate."""
+    row = summary_row(Cell("chat", variant, client, RATE_SLOTS, repeat))
+    cap = RATE_CAPACITY[(variant, client)]
+    jitter = 0.98 if repeat == 1 else 1.02
+    requests = offered * 10
+    meets = offered <= cap
+    p99 = (CHAT_LATENCY_MS + offered / 4) * jitter if meets else 500.0 * offered / max(cap, 50)
+    row.update(
+        offered_rps=float(offered),
+        achieved_rps=round(offered * (0.99 if meets else 0.9), 2),
+        send_lag_p99_ms=2.0 if meets else 300.0,
+        slots_full=not meets,
+        rps=round(offered * (0.99 if meets else 0.6), 2),
+        requests=requests,
+        ok=requests,
+        p50_ms=round(CHAT_LATENCY_MS * (1.05 if meets else 3.0), 2),
+        p90_ms=round(p99 * 0.8, 2),
+        p95_ms=round(p99 * 0.9, 2),
+        p99_ms=round(p99, 2),
+        max_ms=round(p99 * 1.5, 2),
+        little_ratio="",
+        steady="",
+        cell_id=rate_cell_id(variant, client, offered, repeat),
+    )
+    if cap == 0:
+        row.update(
+            stalled=True,
+            rps=1.0,
+            censored=RATE_SLOTS,
+            stall_evidence=f"12.0 s without a completion, {RATE_SLOTS} in flight",
+        )
+    return row
+
+
+def rate_rows(repeats: tuple[int, ...] = REPEATS) -> list[dict[str, object]]:
+    """Every (variant, client) of RATE_CAPACITY at every rate of RATES, each repeat."""
+    return [
+        rate_row(variant, client, offered, repeat)
+        for (variant, client) in RATE_CAPACITY
+        for offered in RATES
+        for repeat in repeats
+    ]
+
+
+def capacity_rows(repeats: tuple[int, ...] = REPEATS) -> list[dict[str, object]]:
+    """capacity.csv as the orchestrator writes it for rate_rows (a search over RATES)."""
+    rows = []
+    for (variant, client), cap in RATE_CAPACITY.items():
+        for repeat in repeats:
+            tried = [r for r in RATES if r <= cap] + [r for r in RATES if r > cap][:1]
+            limit = next((r for r in RATES if r > cap), None)
+            if cap == 0:
+                bound, reason = "below_lowest", "stalled"
+            elif limit is None:
+                bound, reason = "above_highest", ""
+            else:
+                bound = "bracketed"
+                p99 = 500.0 * limit / max(cap, 50)
+                reason = f"p99 {p99:.0f} ms > 500 ms"
+            at_cap = (CHAT_LATENCY_MS + cap / 4) * (0.98 if repeat == 1 else 1.02) if cap else ""
+            rows.append(
+                {
+                    "scenario": "chat",
+                    "variant": variant,
+                    "client": client,
+                    "arm": "",
+                    "repeat": repeat,
+                    "slo": SLO_TEXT,
+                    "capacity_rps": float(cap) if cap else "",
+                    "limit_rps": float(limit) if limit else "",
+                    "bound": bound,
+                    "limit_reason": reason,
+                    "p99_at_capacity_ms": round(at_cap, 2) if at_cap else "",
+                    "cells": len(tried),
+                    "cell_ids": " ".join(rate_cell_id(variant, client, r, repeat) for r in tried),
+                }
+            )
+    return rows
+
+
+def write_rate_run(
+    root: Path,
+    *,
+    closed: bool = True,
+    rates: bool = True,
+    capacity: bool = True,
+    slo: str = SLO_TEXT,
+    name: str = "rate-run",
+    spec: bool | None = None,
+) -> Path:
+    """A run folder with closed-loop `chat` cells (USERS x REPEATS), rate cells and capacity.csv,
+    each part optional (summary and manifest, no raw files); the manifest has `spec` when `spec`
+    says so (default: when the run has rate cells)."""
+    run = root / name
+    run.mkdir(parents=True)
+    rows: list[dict[str, object]] = []
+    if closed:
+        rows += [
+            summary_row(Cell(s, v, c, u, r))
+            for s, v, c in CELLS
+            if s == "chat"
+            for u in USERS
+            for r in REPEATS
+        ]
+    if rates:
+        rows += rate_rows()
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    if capacity:
+        with (run / "capacity.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(contract.CAPACITY_COLUMNS))
+            writer.writeheader()
+            writer.writerows(capacity_rows())
+    with_spec = rates if spec is None else spec
+    manifest = {**MANIFEST, "run_id": name}
+    if with_spec:
+        manifest["spec"] = {**RATE_SPEC, "slo": slo}
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for row in rows:
+        (run / str(row["cell_id"])).mkdir()
+    return run

@@ -90,8 +90,8 @@ def test_missing_optional_column_is_reported_not_fatal(run_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "problem"),
     [
-        (",10,1,", ",ten,1,", r"column `users` \(int\) is not an integer at line 2: 'ten'"),
-        (",10,1,", ",10.5,1,", r"column `users` \(int\) is not an integer"),
+        (",10,,1,", ",ten,,1,", r"column `users` \(int\) is not an integer at line 2: 'ten'"),
+        (",10,,1,", ",10.5,,1,", r"column `users` \(int\) is not an integer"),
         (",True,", ",maybe,", r"column `steady` \(bool\) is not a boolean"),
         (",ok,,hello", ",weird,,hello", r"`status`: unknown values \['weird'\]"),
     ],

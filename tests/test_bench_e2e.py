@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = str(REPO / "loadtests" / "matrices" / "quick.toml")
-TINY = ["--matrix", QUICK, "--scenarios", "chat", "--users", "5", "--warmup", "1"]
+TINY = ["--matrix", QUICK, "--scenarios", "chat", "--users", "5", "--rate", "", "--warmup", "1"]
 # A non-default token count, so a slip in the settings plumbing cannot pass as the default.
 TINY += ["--duration", "2", "--window-max", "2", "--repeats", "1", "--threadpool-tokens", "7"]
 CELL_FILES = {

@@ -2,6 +2,7 @@
 older run lacks, derived from what it has (derive)."""
 
 from analysis.load.run import (
+    CAPACITY_FILE,
     CELL_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
@@ -9,6 +10,7 @@ from analysis.load.run import (
     SUMMARY_FILE,
     Run,
     RunFormatError,
+    load_capacity,
     load_manifest,
     load_metrics,
     load_requests,
@@ -16,9 +18,11 @@ from analysis.load.run import (
     load_summary,
     load_window,
     metric_series,
+    split_rates,
 )
 
 __all__ = [
+    "CAPACITY_FILE",
     "CELL_FILE",
     "MANIFEST_FILE",
     "METRICS_FILE",
@@ -26,6 +30,7 @@ __all__ = [
     "SUMMARY_FILE",
     "Run",
     "RunFormatError",
+    "load_capacity",
     "load_manifest",
     "load_metrics",
     "load_requests",
@@ -33,4 +38,5 @@ __all__ = [
     "load_summary",
     "load_window",
     "metric_series",
+    "split_rates",
 ]

@@ -12,8 +12,10 @@ import pandas as pd
 from analysis.load.derive import derive
 from analysis.load.schema import (
     BLANK_TRUE,
+    CAPACITY_COLUMNS,
     CELL_KEY,
     METRICS_COLUMNS,
+    OFFERED,
     REQUESTS_COLUMNS,
     STATUSES,
     SUMMARY_COLUMNS,
@@ -21,13 +23,15 @@ from analysis.load.schema import (
     Column,
 )
 from analysis.plot.styles import add_style
-from contract import CALIBRATION_KEYS
+from contract import CALIBRATION_KEYS, CAPACITY_BOUNDS
+from contract.slo import parse_slo
 
 SUMMARY_FILE = "summary.csv"
 MANIFEST_FILE = "manifest.json"
 REQUESTS_FILE = "requests.csv"
 METRICS_FILE = "metrics.csv"
 CELL_FILE = "cell.json"
+CAPACITY_FILE = "capacity.csv"
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -45,7 +49,12 @@ class RunFormatError(Exception):
 
 @dataclass(frozen=True)
 class Run:
-    """One loaded run: its folder, its manifest and one typed row per cell x repeat."""
+    """One loaded run: its folder, its manifest and one typed row per cell x repeat.
+
+    `summary` holds the closed-loop cells only, so every closed-loop analysis sees what it saw
+    before rate mode existed; `rates` the rate (open-loop) cells, `offered_rps` set; `capacity`
+    capacity.csv's SLO searches (no rows when the run had none).
+    """
 
     path: Path
     manifest: dict[str, Any]
@@ -53,6 +62,8 @@ class Run:
     missing_columns: tuple[str, ...] = field(default=())
     # How absent columns were filled from present ones (load.derive), one sentence each.
     derived: tuple[str, ...] = field(default=())
+    rates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
@@ -68,7 +79,80 @@ def load_run(path: Path | str) -> Run:
     manifest = load_manifest(path / MANIFEST_FILE)
     summary, missing = load_summary(path / SUMMARY_FILE)
     summary, derived = derive(summary, missing)
-    return Run(path, manifest, summary, missing_columns=missing, derived=derived)
+    closed, rates = split_rates(summary)
+    capacity = load_capacity(path / CAPACITY_FILE)
+    return Run(
+        path,
+        manifest,
+        closed,
+        missing_columns=missing,
+        derived=derived,
+        rates=rates,
+        capacity=capacity,
+    )
+
+
+def split_rates(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(closed-loop rows, rate rows): a row with `offered_rps` set is a rate (open-loop) cell."""
+    rate = summary[OFFERED].notna()
+    return summary[~rate].reset_index(drop=True), summary[rate].reset_index(drop=True)
+
+
+def load_capacity(path: Path) -> pd.DataFrame:
+    """capacity.csv typed (contract.CAPACITY_TYPES) plus `style`; no rows when it is absent."""
+    if not path.exists():
+        return add_style(
+            _typed(_no_rows(CAPACITY_COLUMNS), CAPACITY_COLUMNS, path, allow_empty=True)[0]
+        )
+    raw = _read_csv_text(path, allow_empty=True)
+    frame, _ = _typed(raw, CAPACITY_COLUMNS, path, allow_empty=True)
+    frame = frame[[c.name for c in CAPACITY_COLUMNS]]
+    bad = ~frame["bound"].isin(CAPACITY_BOUNDS)
+    if bad.any():
+        _fail(
+            path,
+            _column(CAPACITY_COLUMNS, "bound"),
+            bad,
+            frame["bound"],
+            f"is not one of {list(CAPACITY_BOUNDS)}",
+        )
+    for name in ("repeat", "cells"):
+        low = frame[name] < 1
+        if low.any():
+            _fail(path, _column(CAPACITY_COLUMNS, name), low, raw[name], "is below 1")
+    # Only a search whose lowest rate failed has no capacity; only one that never failed no limit.
+    no_capacity = frame["capacity_rps"].isna() != (frame["bound"] == "below_lowest")
+    if no_capacity.any():
+        _fail(
+            path,
+            _column(CAPACITY_COLUMNS, "capacity_rps"),
+            no_capacity,
+            raw["capacity_rps"],
+            "does not match `bound` (empty exactly when `bound` is below_lowest)",
+        )
+    no_limit = frame["limit_rps"].isna() & (frame["bound"] != "above_highest")
+    if no_limit.any():
+        _fail(
+            path,
+            _column(CAPACITY_COLUMNS, "limit_rps"),
+            no_limit,
+            raw["limit_rps"],
+            "is empty while `bound` is not above_highest",
+        )
+    for i, text in frame["slo"].items():
+        try:
+            parse_slo(str(text))
+        except ValueError as exc:
+            raise RunFormatError(path, f"column `slo` at line {int(i) + 2}: {exc}") from None
+    return add_style(frame)
+
+
+def _no_rows(columns: Sequence[Column]) -> pd.DataFrame:
+    return pd.DataFrame({c.name: pd.Series(dtype=str) for c in columns})
+
+
+def _column(columns: Sequence[Column], name: str) -> Column:
+    return next(c for c in columns if c.name == name)
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
@@ -120,8 +204,11 @@ def load_summary(path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
     for name in ("users", "repeat"):
         if (frame[name] < 1).any():
             raise RunFormatError(path, f"column `{name}`: values must be >= 1")
+    if (frame[OFFERED] <= 0).any():
+        raise RunFormatError(path, f"column `{OFFERED}`: a rate cell's offered rate must be > 0")
     # A token sweep repeats a cell at several token counts: those rows are distinct cells.
-    dup = frame.duplicated([*CELL_KEY, SWEEP_KEY], keep=False)
+    # A rate cell is one cell per offered rate; `users` there is only its connection cap.
+    dup = frame.duplicated([*CELL_KEY, SWEEP_KEY, OFFERED], keep=False)
     if dup.any():
         cells = ", ".join(frame.loc[dup, "cell_id"].head(_SHOWN_BAD_ROWS))
         raise RunFormatError(path, f"the same cell x repeat appears twice: {cells}")

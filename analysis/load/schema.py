@@ -29,14 +29,33 @@ REQUIRED: frozenset[str] = frozenset(
 # Required and never empty: the keys of a row and its status.
 NOT_NULL: frozenset[str] = REQUIRED - {"rps", "p50_ms", "p99_ms"}
 
+# Rate mode (open loop) only: a run without rate cells (every run before issue 10) lacks them,
+# which is normal, so their absence is not listed as missing. A row with `offered_rps` set is a
+# rate cell; the closed-loop analysis never sees it (load.run.Run.rates).
+RATE_ONLY: frozenset[str] = frozenset(
+    {"offered_rps", "achieved_rps", "send_lag_p99_ms", "slots_full"}
+)
+OFFERED = "offered_rps"
+
 SUMMARY_COLUMNS: tuple[Column, ...] = tuple(
     Column(
         name,
         cast(Kind, kind),
         required=name in REQUIRED,
         nullable=name not in NOT_NULL,
+        contract=name not in RATE_ONLY,
     )
     for name, kind in contract.SUMMARY_TYPES.items()
+)
+
+# capacity.csv (one row per SLO capacity search): every column required, as one orchestrator
+# writes them all; empty only where the contract says a value may be absent.
+CAPACITY_NULLABLE: frozenset[str] = frozenset(
+    {"arm", "capacity_rps", "limit_rps", "limit_reason", "p99_at_capacity_ms", "cell_ids"}
+)
+CAPACITY_COLUMNS: tuple[Column, ...] = tuple(
+    Column(name, cast(Kind, kind), required=True, nullable=name in CAPACITY_NULLABLE)
+    for name, kind in contract.CAPACITY_TYPES.items()
 )
 
 REQUESTS_COLUMNS: tuple[Column, ...] = (
@@ -49,6 +68,8 @@ REQUESTS_COLUMNS: tuple[Column, ...] = (
     Column("outcome", "str"),
     # The server's Server-Timing, on proxy and DB routes only.
     *(Column(n, "float") for n in ("app_ms", "upstream_ms", "db_ms")),
+    # Rate mode: how late the request was sent after its intended start (`ts`).
+    Column("lag_ms", "float", contract=False),
 )
 
 METRICS_COLUMNS: tuple[Column, ...] = (

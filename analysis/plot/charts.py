@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import contract  # noqa: E402
+from analysis.judge.capacity import capacities, rate_cells, rate_points, run_slo  # noqa: E402
 from analysis.judge.clients import client_scenarios, client_table  # noqa: E402
 from analysis.judge.stalls import stall_scenarios, stall_table  # noqa: E402
 from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
@@ -31,6 +32,7 @@ from analysis.load.run import (  # noqa: E402
 )
 from analysis.plot import mechanism as plots_mechanism  # noqa: E402
 from analysis.plot import plots  # noqa: E402
+from analysis.plot.capacity import capacity_caption, hockey  # noqa: E402
 from analysis.plot.clients import plot_clients  # noqa: E402
 from analysis.plot.stalls import plot_stall_rps  # noqa: E402
 
@@ -63,6 +65,8 @@ class Rendered:
     stalls: list[Chart] = field(default_factory=list)
     # The "Which HTTP client" section's chart (`make bench-clients`).
     clients: list[Chart] = field(default_factory=list)
+    # The capacity section's hockey sticks, one per scenario with rate cells.
+    capacity: list[Chart] = field(default_factory=list)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -151,7 +155,38 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
         sweep_charts(run, out_dir),
         stall_charts(run, out_dir),
         client_charts(run, out_dir),
+        capacity_charts(run, out_dir),
     )
+
+
+def capacity_charts(run: Run, out_dir: Path) -> list[Chart]:
+    """Per scenario with rate cells: latency against offered rate per style, the SLO and each
+    style's capacity (the hockey stick)."""
+    if run.rates.empty:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slo = run_slo(run.manifest, run.capacity)
+    cells = rate_cells(run.rates, slo)
+    points = rate_points(cells)
+    caps = capacities(run.capacity, cells)
+    out: list[Chart] = []
+    for s in dict.fromkeys(points["scenario"]):
+        mine = [c for c in caps if c.scenario == s]
+        fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+        hockey(ax, points[points["scenario"] == s], slo, mine, s)
+        out.append(
+            _chart(
+                fig,
+                out_dir / f"{s}_capacity.png",
+                f"{s}: latency vs offered rate",
+                s,
+                "Open loop: requests arrive at the offered rate whatever the server does; "
+                "latency counts from each request's intended start. Solid p99, dashed p50, "
+                "median over repeats; X = stalled, hollow = invalid (the load side set the "
+                "numbers). " + capacity_caption(mine),
+            )
+        )
+    return out
 
 
 def cpu_chart(judgement: Judgement, out_dir: Path) -> list[Chart]:

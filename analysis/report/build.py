@@ -25,6 +25,7 @@ from analysis.judge.why import Limits
 from analysis.load.run import Run, load_manifest, load_run
 from analysis.plot.charts import CHARTS_DIR, Rendered, render_all
 from analysis.plot.styles import label, ordered
+from analysis.report.capacity_blocks import capacity_blocks
 from analysis.report.client_blocks import client_blocks
 from analysis.report.document import (
     Block,
@@ -155,7 +156,13 @@ def write_report(
     page = out / REPORT_HTML
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"def or async def: {run.name}"), encoding="utf-8")
-    charts = (*rendered.charts, *rendered.sweep, *rendered.stalls, *rendered.clients)
+    charts = (
+        *rendered.charts,
+        *rendered.sweep,
+        *rendered.stalls,
+        *rendered.clients,
+        *rendered.capacity,
+    )
     return ReportFiles(md, page, [c.path for c in charts])
 
 
@@ -175,9 +182,24 @@ def build_report(
         if out_dir is None or out_dir.resolve() == run.path.resolve()
         else (f" Written from `{run.path}`.")
     )
-    blocks: list[Block] = [
+    head: list[Block] = [
         Heading(f"def or async def? Run `{run.name}`", 1),
         *([Paragraph(where.strip())] if where else []),
+        # Open-loop capacity leads when the run has rate cells (nothing otherwise).
+        *capacity_blocks(run, rendered),
+    ]
+    if run.summary.empty:
+        # Rate cells only: no closed-loop section has anything to say.
+        return [
+            *head,
+            Heading("Machine and versions"),
+            *manifest_blocks(run.manifest),
+            Heading("Settings that shaped the result"),
+            *manifest_settings_blocks(run.manifest),
+            *warning_blocks(warnings, rendered.notes),
+        ]
+    blocks: list[Block] = [
+        *head,
         *opening_blocks(run.summary, judgement, warnings, run.missing_columns),
         Heading("The question"),
         Paragraph(QUESTION),

@@ -12,12 +12,22 @@ The cell's clock lives here too, so the window can close on a sample target: war
 window of at least `--window-min` seconds that ends when `--sample-target` requests started in
 it have completed or at `--window-max`, then a drain of up to `--grace-seconds` for the requests
 in flight, cut short as a stall when none completes for `--stall-seconds`.
+
+Rate mode (`--rate`, an open loop) keeps each request's *intended* start, as wrk2 does: a
+dispatcher greenlet walks a schedule of arrival times (Poisson or constant, seeded) and, at each
+one, puts the time in a queue; a free user takes it and sends. A request's row has the intended
+time as `ts` and its latency counts from it, so the wait for a free connection (every user busy
+with a slow server) and the load generator's own lateness are both inside the latency, and the
+send lag is recorded apart (`lag_ms`). Arrivals still queued when the cell ends, never sent, are
+written as censored at their age. The users are the connections: `--users` caps the requests in
+flight; an arrival due while all of them are busy is recorded in `slots_full`.
 """
 
 import csv
 import functools
 import json
 import os
+import random
 import shutil
 import sys
 import time
@@ -28,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.queue
 import gevent.subprocess
 from gevent import GreenletExit
 from locust import events
@@ -35,7 +46,7 @@ from locust.env import Environment
 from locust.exception import RescheduleTaskImmediately
 from locust.runners import WorkerRunner
 
-from contract import CENSORED, ERROR, OK, REQUEST_KINDS, TIMEOUT
+from contract import ARRIVALS, CENSORED, ERROR, OK, REQUEST_KINDS, TIMEOUT
 
 NO_TIMING = ("", "", "")
 # How often the clock and the drain watchdog look.
@@ -65,6 +76,9 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--ready-path", default="/ready", help="route polled before the start")
     group.add_argument("--server-pid", type=int, default=0, help="for --dump-after")
     group.add_argument("--dump-after", type=float, default=0.0, help="no completion: py-spy, s")
+    group.add_argument("--rate", type=float, default=0.0, help="open loop: arrivals per second")
+    group.add_argument("--arrivals", default=ARRIVALS[0], choices=ARRIVALS, help="rate mode")
+    group.add_argument("--arrival-seed", type=int, default=0, help="rate mode: schedule seed")
 
 
 @dataclass
@@ -86,7 +100,7 @@ class Recorder:
     def reset(self) -> None:
         """Start empty (also in a freshly forked Locust worker)."""
         self.pid = os.getpid()
-        self.rows: list[tuple[float, str, str, float, str, tuple[str, str, str]]] = []
+        self.rows: list[tuple[float, str, str, float, str, tuple[str, str, str], str]] = []
         self.meta: dict[str, Any] = {"cut_off": 0}
         self.flights: dict[Any, Flight] = {}
         self.last_completion: float | None = None
@@ -94,6 +108,11 @@ class Recorder:
         self.window_samples = 0
         # Users (greenlets) that have completed a request: the loop is closed once all have.
         self.users_done: set[int] = set()
+        # Rate mode: each user's intended start of the request it sends now, users waiting for
+        # an arrival, and the intended times of arrivals that found none waiting (all busy).
+        self.intended: dict[Any, float] = {}
+        self.idle = 0
+        self.full_at: list[float] = []
 
     def row(
         self,
@@ -103,9 +122,11 @@ class Recorder:
         latency_ms: float,
         outcome: str,
         timing: tuple[str, str, str] = NO_TIMING,
+        lag_ms: float | None = None,
     ) -> None:
         """Keep one raw row; rows are formatted after the run, not while measuring."""
-        self.rows.append((ts, kind, name, latency_ms, outcome, timing))
+        lag = "" if lag_ms is None else f"{lag_ms:.3f}"
+        self.rows.append((ts, kind, name, latency_ms, outcome, timing, lag))
 
     def completed(self, ts: float, kind: str, outcome: str) -> None:
         """A request's outcome was written: it is no longer in flight."""
@@ -120,8 +141,11 @@ class Recorder:
                 self.window_samples += 1
 
     def begin(self, kind: str, label: str) -> None:
-        """The current user starts a request."""
-        self.flights[gevent.getcurrent()] = Flight(time.time(), kind, label)
+        """The current user starts a request (in rate mode: at its intended start)."""
+        me = gevent.getcurrent()
+        self.flights[me] = Flight(self.intended.get(me, time.time()), kind, label)
+        if OPEN_LOOP is not None and me in self.intended:
+            OPEN_LOOP.label = label
 
     def end(self, exc: BaseException | None) -> None:
         """The current user's request is over; write an outcome if none was written."""
@@ -148,18 +172,25 @@ class Recorder:
         return sum(1 for f in self.flights.values() if f.kind == kind and not f.done)
 
     def close(self) -> None:
-        """Censor what is still in flight, then write this process's rows and facts."""
+        """Censor what is in flight or never sent, then write this process's rows and facts."""
         now = time.time()
         for flight in list(self.flights.values()):
             if not flight.done:
                 self.censor(flight, now)
         self.flights.clear()
+        if OPEN_LOOP is not None:
+            # Arrivals due in the cell that no user ever took: waiting all along, never sent.
+            for intended in OPEN_LOOP.unsent(now):
+                self.row(intended, "request", OPEN_LOOP.label, (now - intended) * 1000, CENSORED)
+                self.meta["cut_off"] = self.meta.get("cut_off", 0) + 1
+            self.meta["open_loop"] = OPEN_LOOP.facts()
+            self.meta["slots_full_at"] = self.full_at
         if not RAW_DIR:
             return
         with open(Path(RAW_DIR) / f"requests.{self.pid}.csv", "w", newline="") as f:
             csv.writer(f).writerows(
-                (f"{ts:.6f}", kind, name, f"{ms:.3f}", int(outcome == OK), outcome, *timing)
-                for ts, kind, name, ms, outcome, timing in self.rows
+                (f"{ts:.6f}", kind, name, f"{ms:.3f}", int(outcome == OK), outcome, *timing, lag)
+                for ts, kind, name, ms, outcome, timing, lag in self.rows
             )
         self.meta["pid"] = self.pid
         self.meta["rows"] = len(self.rows)
@@ -167,8 +198,84 @@ class Recorder:
         (Path(RAW_DIR) / f"meta.{self.pid}.json").write_text(json.dumps(self.meta))
 
 
+class OpenLoop:
+    """Rate mode's arrivals: a seeded schedule, walked by a dispatcher into a queue users take from.
+
+    The schedule starts at the test's start and is closed at the window's end: no arrival at or
+    after `closed_at` is made. Arrivals the dispatcher made but no user took are in `queue`.
+    """
+
+    def __init__(self, rate: float, arrivals: str, seed: int, start: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"--rate must be > 0, got {rate}")
+        self.rate = rate
+        self.arrivals = arrivals
+        self.seed = seed
+        self.start = start
+        self.random = random.Random(seed)
+        self.next_at = start + self.gap()
+        self.closed_at: float | None = None
+        self.made = 0
+        self.queue: gevent.queue.Queue[float] = gevent.queue.Queue()
+        # The request label of the user classes in rate mode, for arrivals never sent.
+        self.label = "request"
+
+    def gap(self) -> float:
+        """Seconds to the next arrival: exponential (Poisson arrivals) or fixed."""
+        if self.arrivals == "constant":
+            return 1.0 / self.rate
+        return self.random.expovariate(self.rate)
+
+    def due(self, until: float) -> float | None:
+        """The next arrival if it is before `until` and the schedule is open; advances."""
+        at = self.next_at
+        if at >= until or (self.closed_at is not None and at >= self.closed_at):
+            return None
+        self.next_at += self.gap()
+        self.made += 1
+        return at
+
+    def dispatch(self) -> None:
+        """Put each arrival in the queue at its time (runs as a greenlet until closed).
+
+        An arrival that finds no user waiting for one found every connection busy: it waits in
+        the queue (`slots_full`). That happens when the server holds every connection, and also
+        when a saturated load generator works through its own backlog; the summary tells the
+        two apart by the load generator's CPU (loadtests/summary.py `behind`).
+        """
+        while self.closed_at is None or self.next_at < self.closed_at:
+            gevent.sleep(max(0.0, self.next_at - time.time()))
+            at = self.due(float("inf"))
+            if at is None:
+                return
+            if RECORDER.idle <= 0:
+                RECORDER.full_at.append(at)
+            self.queue.put(at)
+
+    def unsent(self, now: float) -> list[float]:
+        """Intended starts of arrivals due by `now` (and before the close) that no user took."""
+        waiting = []
+        while not self.queue.empty():
+            waiting.append(self.queue.get_nowait())
+        while (at := self.due(now)) is not None:
+            waiting.append(at)
+        return waiting
+
+    def facts(self) -> dict[str, Any]:
+        """What meta.json records of the schedule."""
+        return {
+            "rate": self.rate,
+            "arrivals": self.arrivals,
+            "seed": self.seed,
+            "start": self.start,
+            "closed_at": self.closed_at,
+            "made": self.made,
+        }
+
+
 RAW_DIR = ""
 RECORDER = Recorder()
+OPEN_LOOP: OpenLoop | None = None
 # `--processes` forks workers after this module is imported: each must record its own rows.
 os.register_at_fork(after_in_child=RECORDER.reset)
 
@@ -222,6 +329,7 @@ def run_clock(runner: Any, opts: Any) -> None:
     local = not isinstance(runner, WorkerRunner) and (opts.processes or 1) <= 1
     while (
         local
+        and OPEN_LOOP is None
         and len(RECORDER.users_done) < runner.user_count
         and time.time() < began + opts.warmup_max
     ):
@@ -232,7 +340,8 @@ def run_clock(runner: Any, opts: Any) -> None:
         if opts.warmup_max
         else began + opts.warmup_seconds
     )
-    RECORDER.meta["users_in_loop"] = len(RECORDER.users_done) if local else None
+    closed = local and OPEN_LOOP is None
+    RECORDER.meta["users_in_loop"] = len(RECORDER.users_done) if closed else None
     RECORDER.window_start = RECORDER.meta["window_start"] = start
     gevent.sleep(max(0.0, start + opts.window_min - time.time()))
     longest = max(opts.window_max, opts.window_min)
@@ -243,6 +352,9 @@ def run_clock(runner: Any, opts: Any) -> None:
         gevent.sleep(TICK_S)
     RECORDER.meta["window_end"] = time.time()
     RECORDER.meta["window_samples"] = RECORDER.window_samples
+    if OPEN_LOOP is not None:
+        # No arrival after the window; those queued are still sent (see `back_to_back`).
+        OPEN_LOOP.closed_at = RECORDER.meta["window_end"]
     runner.quit()
 
 
@@ -317,9 +429,15 @@ def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any
 
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
+    global OPEN_LOOP
     RECORDER.meta["test_start"] = time.time()
     opts = environment.parsed_options
     runner = environment.runner
+    if opts is not None and opts.rate and not isinstance(runner, WorkerRunner):
+        if (opts.processes or 1) > 1:
+            raise SystemExit("--rate runs in one Locust process (the schedule is not split)")
+        OPEN_LOOP = OpenLoop(opts.rate, opts.arrivals, opts.arrival_seed, time.time())
+        gevent.spawn(OPEN_LOOP.dispatch)
     if opts is not None and opts.dump_after and opts.server_pid and opts.raw_dir:
         if (opts.processes or 1) > 1:
             # The master runs no users and sees nothing in flight: say so rather than stay silent.
@@ -406,22 +524,51 @@ def _record(
     headers = getattr(response, "headers", None)
     timing = server_timing(headers.get("server-timing")) if headers else NO_TIMING
     outcome = outcome_of(exception)
-    RECORDER.row(ts, kind, label, response_time, outcome, timing)
+    intended = RECORDER.intended.get(gevent.getcurrent())
+    lag_ms = None
+    if intended is not None and kind in ("request", "ttft"):
+        # Rate mode: from the intended start, the wait to be sent included (coordinated omission).
+        lag_ms = max(0.0, (ts - intended) * 1000)
+        ts, response_time = intended, response_time + lag_ms
+    RECORDER.row(ts, kind, label, response_time, outcome, timing, lag_ms)
     if kind in REQUEST_KINDS:
         RECORDER.completed(ts, kind, outcome)
 
 
 def back_to_back(task: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Run a task in a closed loop without Locust's wait() between runs.
+    """Run a task in a closed loop without Locust's wait() between runs; in rate mode, on time.
 
     A user stopped while in wait() is killed at once, and with a zero wait the kill often lands
     after it woke, in the middle of its next request (seen: 50 of 200 users cut off). A user
     that never waits is only ever asked to stop, and finishes the request it is in.
+
+    In rate mode (`--rate`) a user instead takes arrivals from the schedule's queue and sends each
+    with its intended start; it keeps taking while arrivals are queued, so a backlog left when
+    the window closes is still sent during the drain (and censored if the drain ends first).
+    A user class with `open_loop = False` (the mixed scenario's paced probe) stays closed.
     """
 
     @functools.wraps(task)
     def run(user: Any) -> None:
-        task(user)
+        loop = OPEN_LOOP
+        if loop is None or not getattr(user, "open_loop", True):
+            task(user)
+            raise RescheduleTaskImmediately()
+        me = gevent.getcurrent()
+        RECORDER.idle += 1
+        try:
+            intended: float | None = loop.queue.get(timeout=TICK_S)
+        except gevent.queue.Empty:
+            raise RescheduleTaskImmediately() from None
+        finally:
+            RECORDER.idle -= 1
+        while intended is not None:
+            RECORDER.intended[me] = intended
+            try:
+                task(user)
+            finally:
+                RECORDER.intended.pop(me, None)
+            intended = None if loop.queue.empty() else loop.queue.get_nowait()
         raise RescheduleTaskImmediately()
 
     return run

@@ -18,6 +18,8 @@ class ProbeUser(FastHttpUser):
     """One user calling /hello ten times a second; its rows are recorded as kind `probe`."""
 
     fixed_count = 1
+    # Rate mode: the probe keeps its own pace; only the chat users follow the schedule.
+    open_loop = False
     # Paced, not back to back: the probe should measure the server, not load it.
     interval_s = 0.1
 
