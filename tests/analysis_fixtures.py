@@ -762,7 +762,7 @@ def write_rate_run(
     spec: bool | None = None,
 ) -> Path:
     """A run folder with closed-loop `chat` cells (USERS x REPEATS), rate cells and capacity.csv,
-    each part optional (summary and manifest, no raw files); the manifest has `spec` when `spec`
+    each part optional (summary and manifest, no raw files); the manifest has `matrix` when `spec`
     says so (default: when the run has rate cells)."""
     run = root / name
     run.mkdir(parents=True)
@@ -789,7 +789,7 @@ def write_rate_run(
     with_spec = rates if spec is None else spec
     manifest = {**MANIFEST, "run_id": name}
     if with_spec:
-        manifest["spec"] = {**RATE_SPEC, "slo": slo}
+        manifest["matrix"] = {**RATE_SPEC, "slo": slo}
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
     for row in rows:
         (run / str(row["cell_id"])).mkdir()

@@ -424,6 +424,6 @@ def test_without_a_search_the_chart_and_cells_still_show(reports: dict[str, str]
 
 def test_slo_comes_from_capacity_then_spec() -> None:
     empty = pd.DataFrame(columns=list(contract.CAPACITY_COLUMNS))
-    assert run_slo({"spec": {"slo": "p95=2s"}}, empty) == Slo(2000.0, 1.0, 95.0)
-    assert run_slo({"spec": {"slo": ""}}, empty) is None
+    assert run_slo({"matrix": {"slo": "p95=2s"}}, empty) == Slo(2000.0, 1.0, 95.0)
+    assert run_slo({"matrix": {"slo": ""}}, empty) is None
     assert run_slo({}, empty) is None

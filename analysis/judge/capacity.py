@@ -61,10 +61,10 @@ def slo_words(slo: Slo) -> str:
 
 
 def run_slo(manifest: Mapping[str, Any], capacity: pd.DataFrame) -> Slo | None:
-    """The run's SLO: capacity.csv's (the first search's), else manifest `spec.slo`, else None."""
+    """The run's SLO: capacity.csv's (the first search's), else manifest `matrix.slo`, else None."""
     if not capacity.empty:
         return parse_slo(str(capacity["slo"].iloc[0]))
-    spec = manifest.get("spec")
+    spec = manifest.get("matrix")
     text = spec.get("slo") if isinstance(spec, Mapping) else None
     if not isinstance(text, str) or not text.strip():
         return None
