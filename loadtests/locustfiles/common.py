@@ -53,6 +53,8 @@ NO_TIMING = ("", "", "")
 TICK_S = 0.05
 # The second thread dump comes this long before a gap becomes a stall (the run ends there).
 STALL_DUMP_LEAD_S = 1.0
+# Rate mode: arrival times that found every connection busy, kept in meta.json (the first ones).
+FULL_KEPT = 20
 
 
 @events.init_command_line_parser.add_listener
@@ -184,7 +186,12 @@ class Recorder:
                 self.row(intended, "request", OPEN_LOOP.label, (now - intended) * 1000, CENSORED)
                 self.meta["cut_off"] = self.meta.get("cut_off", 0) + 1
             self.meta["open_loop"] = OPEN_LOOP.facts()
-            self.meta["slots_full_at"] = self.full_at
+            # Only whether (and from when) it happened in the window counts: keep a few, not
+            # every arrival of a long overload (thousands, which made cell.json 180 kB).
+            lo, hi = self.meta.get("window_start") or 0.0, self.meta.get("window_end") or now
+            in_window = [t for t in self.full_at if lo <= t < hi]
+            self.meta["slots_full_at"] = in_window[:FULL_KEPT]
+            self.meta["slots_full_arrivals"] = len(in_window)
         if not RAW_DIR:
             return
         with open(Path(RAW_DIR) / f"requests.{self.pid}.csv", "w", newline="") as f:
