@@ -38,15 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warn_incomplete(problems: Sequence[str]) -> None:
+    """What a run lacks, on stderr too: the report's banner is not the only place it shows."""
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; a bad run folder prints one clear line and exits 2."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
             files = write_report(args.run_dir, args.noise, args.out, args.reference or None)
+            warn_incomplete(files.incomplete)
             print(f"wrote {files.markdown}, {files.html} and {len(files.charts)} charts")
         else:
             out = write_compare(args.run_a, args.run_b, args.out, args.noise)
+            warn_incomplete(out.incomplete)
             print(f"wrote {out.markdown}, {out.html}, {out.csv} and {out.chart}")
     except (RunFormatError, MissingColumnError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,13 +5,12 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
 
 from loadtests.matrix import MatrixSpec
-from loadtests.process import Pinning
+from loadtests.process import STOP_GRACE_S, Pinning, on_interrupt, reset_interrupts
 from loadtests.runner import RunContext, cell_command, plan_cells, run_matrix
 
 
@@ -106,11 +105,6 @@ class BenchOptions:
         return MatrixSpec.from_toml(self.matrix, **overrides)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the same path as Ctrl-C: every child is killed, finished cells are kept.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, print the plan and estimate, run the matrix."""
     parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__)
@@ -155,12 +149,23 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C and SIGTERM alike: every child gets SIGTERM at once, then SIGKILL after its grace
+    # (a second signal: at once); finished cells are kept.
+    reset_interrupts()
+    previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         docs = run_matrix(spec, ctx, resume=options.resume, console=console)
     except KeyboardInterrupt:
-        console.print(f"[red]interrupted[/]: finished cells kept in {options.out} (--resume)")
+        console.print(
+            f"[red]interrupted[/]: children stopped (each within {STOP_GRACE_S:g} s); finished "
+            f"cells kept in {options.out}; go on with --resume",
+            soft_wrap=True,
+        )
         return 130
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     failed = sum(d["status"] != "ok" for d in docs)
     invalid = sum(d["status"] == "ok" and not d["valid"] for d in docs)
     stalled = sum(bool(d.get("judged", {}).get("stalled")) for d in docs)

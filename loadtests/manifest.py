@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadtests.files import write_atomic
+
 if TYPE_CHECKING:
     from loadtests.matrix import Cell, MatrixSpec
     from loadtests.runner import RunContext
@@ -110,7 +112,7 @@ def start(
         # Machine speed before the run and after each pass (loadtests/calibrate.py).
         "calibration": previous.get("calibration", []),
     }
-    path.write_text(json.dumps(doc, indent=2))
+    write_atomic(path, json.dumps(doc, indent=2))
     return doc
 
 
@@ -124,19 +126,22 @@ def add_calibration(out: Path, entry: dict[str, Any]) -> None:
     """Append one calibration to manifest.json."""
     doc = load(out) or {}
     doc.setdefault("calibration", []).append(entry)
-    (out / "manifest.json").write_text(json.dumps(doc, indent=2))
+    write_atomic(out / "manifest.json", json.dumps(doc, indent=2))
 
 
-def finish(out: Path, doc: dict[str, Any], docs: list[dict[str, Any]]) -> None:
-    """Record the end of the run (also after Ctrl-C)."""
+def finish(
+    out: Path, doc: dict[str, Any], docs: list[dict[str, Any]], interrupted: bool = False
+) -> None:
+    """Record the end of the run (also after Ctrl-C: the session is then `interrupted`)."""
     now = time.time()
     doc["end"] = now
     doc["sessions"][-1].update(
         end=now,
+        interrupted=interrupted,
         cells_run=len(docs),
         cells_failed=sum(d["status"] != "ok" for d in docs),
         cells_invalid=sum(d["status"] == "ok" and not d["valid"] for d in docs),
         cells_stalled=sum(bool(d.get("judged", {}).get("stalled")) for d in docs),
         cells_not_steady=sum(d.get("metrics", {}).get("steady") is False for d in docs),
     )
-    (out / "manifest.json").write_text(json.dumps(doc, indent=2))
+    write_atomic(out / "manifest.json", json.dumps(doc, indent=2))

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psutil
@@ -59,17 +60,45 @@ def pin(pid: int, cpus: Sequence[int] | None) -> None:
         os.sched_setaffinity(pid, cpus)
 
 
-def kill_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """Stop a process started with start_new_session=True and everything it spawned."""
-    if proc.poll() is None:
-        _signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Children (Locust workers) may outlive their parent: always sweep the group.
-    _signal_group(proc, signal.SIGKILL)
-    proc.wait()
+# A child gets this long after SIGTERM to finish what it is doing, open requests and streams
+# included, before its whole process group is SIGKILLed. uvicorn alone would wait for an open
+# stream without limit (`python -m servers` sets no `--timeout-graceful-shutdown`), so this is
+# the bound on stopping a server (tests/test_loadtests_shutdown.py holds one with a stream open).
+STOP_GRACE_S = 5.0
+# Children started by `spawn` and not yet killed: what an interrupt stops at once.
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass
+class _Interrupts:
+    """Ctrl-C / SIGTERM as `on_interrupt` handles them: held while a child starts."""
+
+    holding: int = 0
+    pending: bool = False
+    received: int = 0
+
+
+_INTERRUPTS = _Interrupts()
+
+
+def kill_group(proc: subprocess.Popen[bytes], timeout: float = STOP_GRACE_S) -> None:
+    """Stop a process started with start_new_session=True and everything it spawned.
+
+    SIGTERM, up to `timeout` s for it to exit, then SIGKILL to the whole group, which always
+    happens, even when an interrupt arrives during the wait.
+    """
+    try:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        # Children (Locust workers, a crashed server's helpers) may outlive their parent.
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        _LIVE.pop(proc.pid, None)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -77,6 +106,63 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def signal_all(sig: signal.Signals) -> int:
+    """Send `sig` to the process group of every child `spawn` started that is still live."""
+    live = list(_LIVE.values())
+    for proc in live:
+        _signal_group(proc, sig)
+    return len(live)
+
+
+def on_interrupt(signum: int, frame: FrameType | None) -> None:
+    """Signal handler for SIGINT and SIGTERM: every child stops, then KeyboardInterrupt.
+
+    The first signal sends SIGTERM to every live child group at once (so their grace periods
+    run together, not one after the other) and raises KeyboardInterrupt, unless a child is being
+    started (`holding_interrupts`), which raises it as soon as the child is registered. A second
+    signal SIGKILLs every live child group and lets the clean-up already under way finish.
+    """
+    _INTERRUPTS.received += 1
+    if _INTERRUPTS.received > 1:
+        signal_all(signal.SIGKILL)
+        return
+    signal_all(signal.SIGTERM)
+    if _INTERRUPTS.holding:
+        _INTERRUPTS.pending = True
+        return
+    raise KeyboardInterrupt
+
+
+def reset_interrupts() -> None:
+    """Forget earlier interrupts (a new run in the same process, or a test)."""
+    _INTERRUPTS.holding, _INTERRUPTS.pending, _INTERRUPTS.received = 0, False, 0
+
+
+@contextmanager
+def holding_interrupts() -> Iterator[None]:
+    """Hold an interrupt handled by `on_interrupt` until the block ends, then raise it."""
+    _INTERRUPTS.holding += 1
+    try:
+        yield
+    finally:
+        _INTERRUPTS.holding -= 1
+    if not _INTERRUPTS.holding and _INTERRUPTS.pending:
+        _INTERRUPTS.pending = False
+        raise KeyboardInterrupt
+
+
+def log_tail(path: Path, lines: int = 10, max_bytes: int = 64_000) -> list[str]:
+    """The last `lines` non-blank lines of a log file (none when it is missing or empty)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
 
 
 @contextmanager
@@ -87,22 +173,28 @@ def spawn(
     cpus: Sequence[int] | None = None,
     cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `cmd` in its own process group, output to `log_path`; kill the group on exit."""
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            start_new_session=True,
-        )
+    """Start `cmd` in its own process group, output to `log_path`; kill the group on exit.
+
+    An interrupt while the child starts is held until it is registered, so it is always killed.
+    """
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with holding_interrupts(), open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+            )
+            _LIVE[proc.pid] = proc
         pin(proc.pid, cpus)
         yield proc
     finally:
-        kill_group(proc)
+        if proc is not None:
+            kill_group(proc)
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0) -> None:
@@ -118,7 +210,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.1)
-    raise ServerError(f"not healthy after {timeout:.0f} s")
+    raise ServerError(f"not healthy after {timeout:g} s")
 
 
 def server_command(app: str, port: int, python: str) -> list[str]:

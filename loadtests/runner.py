@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from contract import (
@@ -31,6 +32,7 @@ from contract.slo import Judgement
 from contract.slo import judge as judge_slo
 from loadtests import manifest
 from loadtests.calibrate import calibrate
+from loadtests.files import write_atomic
 from loadtests.locust_runner import (
     STARTUP_SLACK_S,
     LocustRun,
@@ -44,6 +46,7 @@ from loadtests.process import (
     Pinning,
     ServerError,
     free_port,
+    log_tail,
     pin,
     run_server,
     server_command,
@@ -63,6 +66,12 @@ from loadtests.summary import (
 )
 from loadtests.threads import summarize as summarize_threads
 
+# How long the orchestrator waits for a fresh server's /ready before the cell fails.
+READY_TIMEOUT_S = 30.0
+# A failed cell keeps this many of the last lines of its server.log in cell.json.
+SERVER_LOG_LINES = 10
+LOG_LINE_MAX = 300
+
 
 @dataclass
 class RunContext:
@@ -76,6 +85,7 @@ class RunContext:
     target: str | None = None
     locust_processes: int = 1
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    ready_timeout_s: float = READY_TIMEOUT_S
 
 
 def server_env(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, str]:
@@ -209,16 +219,34 @@ def run_cell(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, Any]:
         if not reason:
             judged = judge(cell, spec, ctx, collected)
     except ServerError as exc:
-        reason = f"server never became ready: {exc} (see server.log)"
+        reason = f"server never became ready: {exc}"
     except Exception as exc:  # one broken cell must not end the matrix
         reason = f"{type(exc).__name__}: {exc}"
     finally:
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{env[SERVER_ENV['db_path']]}{suffix}").unlink(missing_ok=True)
-    doc = cell_document(cell, spec, ctx, env, collected, judged, reason)
+    # The server is gone by now (spawn killed its group): its log is complete.
+    tail = log_tail(cell_dir / "server.log", SERVER_LOG_LINES) if reason else []
+    doc = cell_document(cell, spec, ctx, env, collected, judged, with_log_end(reason, tail))
+    doc["server_log_tail"] = tail
     doc["wall_s"] = round(time.monotonic() - started, 2)
-    (cell_dir / "cell.json").write_text(json.dumps(doc, indent=2))
+    write_atomic(cell_dir / "cell.json", json.dumps(doc, indent=2))
     return doc
+
+
+def with_log_end(reason: str, tail: list[str]) -> str:
+    """A server failure's reason with the last line its server.log holds (often the error).
+
+    Every other line of the tail is in cell.json `server_log_tail` and on the console.
+    """
+    if not reason.startswith("server ") or not tail:
+        return reason
+    return f"{reason}; server.log ends: {clip(tail[-1])}"
+
+
+def clip(line: str) -> str:
+    """One log line, cut to LOG_LINE_MAX characters."""
+    return line if len(line) <= LOG_LINE_MAX else line[: LOG_LINE_MAX - 3] + "..."
 
 
 def collect(
@@ -252,7 +280,7 @@ def collect(
         with spawn(cmd, cell_dir / "locust.log", cpus=ctx.pinning.load) as locust:
             sampler.watch("loadgen", locust.pid)
             if server is not None:
-                wait_healthy(server, f"{host}/ready")
+                wait_healthy(server, f"{host}/ready", ctx.ready_timeout_s)
             healthy_s = time.monotonic() - began
             scraper = MetricsScraper(f"{host}/metrics")
             # With the observer off, nothing scrapes either: the arm measures no observation.
@@ -277,7 +305,7 @@ def failure(collected: Collected, spec: MatrixSpec) -> str:
     """Why a collected cell has no numbers ("" when it has)."""
     run, meta = collected.locust, collected.meta
     if collected.server_exit is not None:
-        return f"server exited with code {collected.server_exit} during the run (see server.log)"
+        return f"server exited with code {collected.server_exit} during the run"
     if meta.get("not_ready"):
         return f"server never became ready: Locust found {meta['not_ready']} silent"
     if run.timed_out:
@@ -582,7 +610,9 @@ def not_steady_evidence(doc: dict[str, Any]) -> str:
 def describe(doc: dict[str, Any]) -> str:
     """One progress line for a finished cell."""
     if doc["status"] != "ok":
-        return f"[red]FAILED[/] {doc['reason']}"
+        tail = doc.get("server_log_tail") or []
+        shown = "".join(f"\n      server.log | {escape(clip(line))}" for line in tail)
+        return f"[red]FAILED[/] {escape(doc['reason'])}{shown}"
     m = doc["metrics"]
     p99 = "-" if m.get("p99_ms") is None else f"{m['p99_ms']:.1f}"
     offered = ""
@@ -628,6 +658,7 @@ def run_matrix(
         SCENARIOS[s[0]].proxy for s in searches
     )
     docs: list[dict[str, Any]] = []
+    interrupted = False
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -658,9 +689,12 @@ def run_matrix(
                     take_calibration(ctx, f"after pass {cell.repeat}", console)
             if searches:
                 docs += run_searches(spec, ctx, resume, console, order, (progress, bar))
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         write_summary(ctx.out, order)
-        manifest.finish(ctx.out, manifest.load(ctx.out) or run_manifest, docs)
+        manifest.finish(ctx.out, manifest.load(ctx.out) or run_manifest, docs, interrupted)
     return docs
 
 

@@ -28,6 +28,7 @@ from contract import (
     SUMMARY_TYPES,
     TIMEOUT,
 )
+from loadtests.files import write_atomic
 
 INT_COLUMNS = [c for c, kind in SUMMARY_TYPES.items() if kind == "int"]
 
@@ -315,5 +316,5 @@ def write_summary(run_dir: Path, order: list[str] | None = None) -> Path:
     # Nullable ints, so an empty cell stays empty instead of turning the column into floats.
     frame = frame.astype(dict.fromkeys(INT_COLUMNS, "Int64"))
     path = run_dir / "summary.csv"
-    frame.to_csv(path, index=False, float_format="%.3f")
+    write_atomic(path, frame.to_csv(index=False, float_format="%.3f"))
     return path

@@ -8,8 +8,8 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from servers import db, errors, proxy, streaming
-from servers.common import configure_threadpool, create_app
+from servers import common, db, errors, proxy, sse, streaming
+from servers.common import ItemId, PageLimit, PageOffset, configure_threadpool, create_app
 from servers.cpu import burn
 from servers.schemas import (
     ChatCompletion,
@@ -82,7 +82,7 @@ async def cpu(n: Annotated[int, Query(ge=0, le=10_000)] = 1) -> CpuResult:
 
 async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in sse.awhole_events(response.aiter_bytes()):
             yield chunk
     except errors.TRANSPORT_ERRORS as exc:
         yield errors.sse_error(exc)
@@ -119,8 +119,8 @@ async def chat_completions(
         await response.aclose()
 
 
-@app.get("/items/{item_id}", response_model=Item)
-async def read_item(item_id: int, session: SessionDep) -> Item:
+@app.get("/items/{item_id}", response_model=Item, responses=common.ITEM_RESPONSES)
+async def read_item(item_id: ItemId, session: SessionDep) -> Item:
     """One item by id."""
     row = (await session.execute(db.select_item(item_id))).mappings().one_or_none()
     if row is None:
@@ -131,8 +131,8 @@ async def read_item(item_id: int, session: SessionDep) -> Item:
 @app.get("/items", response_model=list[Item])
 async def list_items(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 10,
+    offset: PageOffset = 0,
 ) -> list[Item]:
     """A page of items in id order."""
     rows = (await session.execute(db.select_items(limit, offset))).mappings().all()

@@ -12,8 +12,8 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from servers import db, errors, proxy, streaming
-from servers.common import configure_threadpool, create_app
+from servers import common, db, errors, proxy, sse, streaming
+from servers.common import ItemId, PageLimit, PageOffset, configure_threadpool, create_app
 from servers.cpu import burn
 from servers.schemas import (
     ChatCompletion,
@@ -85,7 +85,7 @@ async def cpu(n: Annotated[int, Query(ge=0, le=10_000)] = 1) -> CpuResult:
 
 async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
-        for chunk in response.iter_bytes():
+        for chunk in sse.whole_events(response.iter_bytes()):
             yield chunk
     except errors.TRANSPORT_ERRORS as exc:
         yield errors.sse_error(exc)
@@ -122,8 +122,8 @@ async def chat_completions(
         response.close()
 
 
-@app.get("/items/{item_id}", response_model=Item)
-async def read_item(item_id: int, session: SessionDep) -> Item:
+@app.get("/items/{item_id}", response_model=Item, responses=common.ITEM_RESPONSES)
+async def read_item(item_id: ItemId, session: SessionDep) -> Item:
     """One item by id."""
     row = session.execute(db.select_item(item_id)).mappings().one_or_none()
     if row is None:
@@ -134,8 +134,8 @@ async def read_item(item_id: int, session: SessionDep) -> Item:
 @app.get("/items", response_model=list[Item])
 async def list_items(
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 10,
+    offset: PageOffset = 0,
 ) -> list[Item]:
     """A page of items in id order."""
     rows = session.execute(db.select_items(limit, offset)).mappings().all()

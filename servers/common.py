@@ -2,21 +2,41 @@
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
 
 import anyio.to_thread
 import fastapi.routing
 import fastapi_overflow
-from fastapi import FastAPI
+from fastapi import FastAPI, Path, Query
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servers.errors import install_error_handlers
+from servers.db import MAX_INTEGER
+from servers.errors import BodyTooLarge, body_too_large, install_error_handlers
 from servers.metrics import new_registry, observe
+from servers.schemas import ErrorResponse
 from servers.settings import Settings, get_settings
 from servers.timing import ServerTimingMiddleware
 
 TITLE = "sync-async lab"
+
+# `GET /items/{item_id}`'s other answer.
+ITEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No item with that id."}
+}
+# What every route documents instead of FastAPI's 422: the apps answer 400 (`errors`).
+INVALID_REQUEST = {
+    "description": "Invalid request, in OpenAI's error envelope (`param` names the field).",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+
+# The items routes' parameters, bounded so every value reaching SQLite fits its integers.
+ItemId = Annotated[int, Path(ge=1, le=MAX_INTEGER)]
+PageLimit = Annotated[int, Query(ge=1, le=100)]
+PageOffset = Annotated[int, Query(ge=0, le=MAX_INTEGER)]
 
 
 # FastAPI's own, kept to undo fastapi-overflow's process-wide patch when an app runs without it.
@@ -54,16 +74,73 @@ async def ready(_request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+class BodyLimitMiddleware:
+    """A 413 in OpenAI's envelope for a request body over `max_bytes`, before it is all read.
+
+    A `Content-Length` over the limit is answered at once, the body unread; a body that comes
+    in chunks (or runs past a lying length) is counted as the app reads it, and the read that
+    passes the limit raises `errors.BodyTooLarge` instead of handing the app more: what is
+    buffered never exceeds the limit by more than one chunk. Hand-written because the limit
+    FastAPI and Starlette offer (`max_body_size`) answers a `Content-Length` over it with its
+    own plain-text 413, replacing whatever the app answers, so the envelope cannot come through.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            error = body_too_large(self.max_bytes)
+            await JSONResponse(error.body(), error.status_code)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def document_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """`app.openapi`, with each route's 422 (FastAPI's, never answered) documented as the 400
+    the apps answer in OpenAI's envelope, so the document says what a client gets."""
+
+    def openapi() -> dict[str, Any]:
+        schema = FastAPI.openapi(app)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                if operation["responses"].pop("422", None) is not None:
+                    operation["responses"].setdefault("400", INVALID_REQUEST)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        return schema
+
+    return openapi
+
+
 def create_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
     """A FastAPI app with the lab's title, errors, `/metrics`, `/ready` and Server-Timing.
 
     The app's lifespan must put its HTTP client and engine on `app.state.http` and
-    `app.state.engine`; the instrumentation wraps it and reads them. `LAB_OBSERVE` is read here,
-    when the app is created (middleware cannot be added once it runs): when false, there is no
+    `app.state.engine`; the instrumentation wraps it and reads them. `LAB_OBSERVE` and
+    `LAB_MAX_BODY_BYTES` (`BodyLimitMiddleware`) are read here, when the app is created
+    (middleware cannot be added once it runs). With `LAB_OBSERVE` false there is no
     Server-Timing middleware, no timing hooks and no monitor, and `/metrics` serves only the
     process collector. The handlers are the same either way.
     """
-    observing = get_settings().observe
+    settings = get_settings()
+    observing = settings.observe
 
     @asynccontextmanager
     async def instrumented(app: FastAPI) -> AsyncIterator[None]:
@@ -72,10 +149,12 @@ def create_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]])
 
     app = FastAPI(title=TITLE, lifespan=instrumented)
     install_error_handlers(app)
+    app.openapi = document_errors(app)
     app.state.observe = observing
     app.state.registry = new_registry()
     app.add_route("/metrics", metrics_endpoint(app.state.registry), include_in_schema=False)
     app.add_route("/ready", ready, include_in_schema=False)
     if observing:
         app.add_middleware(ServerTimingMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -33,6 +33,9 @@ from sqlalchemy.schema import CreateTable, DropTable
 from servers.schemas import ItemCreate
 from servers.settings import Settings
 
+# SQLite's largest integer: a bigger id or offset is an overflow in the driver, not a miss.
+MAX_INTEGER = 2**63 - 1
+
 metadata = MetaData()
 
 items = Table(

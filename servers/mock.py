@@ -1,5 +1,6 @@
 """What the mock upstream answers (from settings, headers and body) and its served tally: pure."""
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -7,12 +8,15 @@ from typing import Any, get_args
 
 from servers.latency import LatencyModel, choose_fault, count_prompt_tokens, token_text
 from servers.settings import Fault, Settings
+from servers.validation import InvalidRequest, check_chat_request
 
 MODEL_ID = "mock-llm"
+# The mock model's output limit: more is a 400, as OpenAI answers for a model's own limit
+# (and the mock never draws a latency per token for millions of tokens).
+MAX_OUTPUT_TOKENS = 16_384
 
-
-class BadRequest(ValueError):
-    """The request cannot be served; the message says why."""
+# The request cannot be served; the message says why (and `param` which field, if one).
+BadRequest = InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -72,33 +76,36 @@ def _header_float(headers: Mapping[str, str], name: str, default: float) -> floa
     if name not in headers:
         return default
     try:
-        return float(headers[name])
+        value = float(headers[name])
     except ValueError:
-        raise BadRequest(f"header {name} must be a number, got {headers[name]!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadRequest(
+            f"header {name} must be a number, got {headers[name]!r}", None, "invalid_value"
+        )
+    return value
 
 
 def plan_request(
     settings: Settings, headers: Mapping[str, str], body: Any, rng: random.Random
 ) -> Plan:
-    """Validate the body and draw this request's latency and fault."""
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    messages = body.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) for m in messages)
-    ):
-        raise BadRequest("messages must be a non-empty list of objects")
-    model = body.get("model")
-    if not isinstance(model, str):
-        raise BadRequest("model must be a string")
+    """Validate the body (OpenAI's rules) and draw this request's latency and fault."""
+    check_chat_request(body)
+    messages, model = body["messages"], body["model"]
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise BadRequest("max_tokens must be a positive integer")
+    if max_tokens is not None and max_tokens > MAX_OUTPUT_TOKENS:
+        name = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+        raise BadRequest(
+            f"{name} is too large: {max_tokens}. This model supports at most "
+            f"{MAX_OUTPUT_TOKENS} completion tokens, whereas you provided {max_tokens}.",
+            name,
+            "invalid_value",
+        )
     fault = headers.get("x-mock-fault", settings.mock_fault)
     if fault not in get_args(Fault):
-        raise BadRequest(f"x-mock-fault must be one of {get_args(Fault)}, got {fault!r}")
+        raise BadRequest(
+            f"x-mock-fault must be one of {get_args(Fault)}, got {fault!r}", None, "invalid_value"
+        )
     # A fault asked for by header with no rate is meant to happen.
     default_rate = 1.0 if "x-mock-fault" in headers else settings.mock_fault_rate
     latency = LatencyModel(
@@ -107,17 +114,14 @@ def plan_request(
         jitter=_header_float(headers, "x-mock-jitter", settings.mock_jitter),
     )
     if min(latency.ttft_ms, latency.itl_ms) < 0 or not 0 <= latency.jitter <= 1:
-        raise BadRequest("latencies must be >= 0 and jitter within [0, 1]")
-    stream_options = body.get("stream_options") or {}
+        raise BadRequest("latencies must be >= 0 and jitter within [0, 1]", None, "invalid_value")
     return Plan(
         model=model,
         delays=latency.delays(max_tokens or settings.mock_output_tokens, rng),
         prompt_tokens=count_prompt_tokens(messages),
         fault=choose_fault(fault, _header_float(headers, "x-mock-fault-rate", default_rate), rng),
         finish_reason="length" if max_tokens else "stop",
-        include_usage=bool(
-            isinstance(stream_options, dict) and stream_options.get("include_usage")
-        ),
+        include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
     )
 
 
@@ -157,14 +161,18 @@ def chunk(
     delta: dict[str, str],
     finish_reason: str | None = None,
 ) -> dict[str, Any]:
-    """One `chat.completion.chunk` with a single choice."""
-    return {
+    """One `chat.completion.chunk` with a single choice (and `usage: null` when the last chunk
+    will carry the usage, as OpenAI sends it)."""
+    body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": plan.model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
+    if plan.include_usage:
+        body["usage"] = None
+    return body
 
 
 def token_delta(index: int) -> dict[str, str]:

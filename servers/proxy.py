@@ -21,6 +21,8 @@ CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
         "description": "A `chat.completion`, or `chat.completion.chunk` events when streaming.",
     },
+    400: {"model": ErrorResponse, "description": "A body OpenAI would refuse (`param` names why)."},
+    413: {"model": ErrorResponse, "description": "A body over `LAB_MAX_BODY_BYTES`."},
     429: {"model": ErrorResponse, "description": "Upstream rate limit, with its Retry-After."},
     502: {"model": ErrorResponse, "description": "Upstream unreachable or failed."},
     504: {"model": ErrorResponse, "description": "Upstream timed out."},

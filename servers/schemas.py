@@ -1,8 +1,15 @@
 """Pydantic models of every request and response body, shared by all apps."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from servers.validation import InvalidRequest, check_chat_request
+
+# The error type of a rule of `servers.validation` broken in a request body (its `ctx` carries
+# OpenAI's `param` and `code`), read by `servers.errors`.
+OPENAI_RULE = "openai_rule"
 
 
 class OpenAIModel(BaseModel):
@@ -27,7 +34,19 @@ class CpuResult(BaseModel):
 class ItemCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(None, max_length=2000)
-    price: float = Field(ge=0)
+    # Infinity would be stored, then fail every JSON answer that reads the row back.
+    price: float = Field(ge=0, allow_inf_nan=False)
+
+    @field_validator("name", "description")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        """A lone surrogate (`"\\ud800"` is valid JSON) cannot be encoded for SQLite."""
+        if value is not None:
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        return value
 
 
 class Item(ItemCreate):
@@ -35,16 +54,37 @@ class Item(ItemCreate):
 
 
 class ChatMessage(OpenAIModel):
-    role: str
-    content: str | list[Any] | None = None
+    role: Literal["system", "assistant", "user", "function", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
 
 
 class ChatCompletionRequest(OpenAIModel):
+    """A chat request, checked by OpenAI's rules (`servers.validation`) before its fields.
+
+    The fields document the body in the OpenAPI schema; the rules give a broken body OpenAI's
+    answer (`param`, `code`), so it never reaches the upstream.
+    """
+
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stream: bool = False
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_rules(cls, data: Any) -> Any:
+        try:
+            check_chat_request(data)
+        except InvalidRequest as exc:
+            context = {"param": exc.param, "code": exc.code}
+            raise PydanticCustomError(OPENAI_RULE, exc.message, context) from None
+        return data
 
 
 class Usage(OpenAIModel):

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # any thread), or the response object itself, however the stream ends.
     stream_close: Literal["generator", "response"] = "generator"
 
+    # The largest request body any route reads (FastAPI's `max_body_size`): beyond it, 413 in
+    # OpenAI's envelope, before the rest is read (a `Content-Length` over it is refused unread).
+    max_body_bytes: int = Field(1024 * 1024, ge=0)
+
     # anyio's default limiter is what runs every `def` endpoint and sync dependency.
     threadpool_tokens: int = Field(40, ge=1)
     # fastapi-overflow's patch: a `def` endpoint's response validation runs on 5 reserved threads

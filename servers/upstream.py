@@ -18,6 +18,7 @@ from servers.errors import error_body
 from servers.settings import get_settings
 from servers.sse import DONE, MEDIA_TYPE, sse_data
 from servers.streaming import ClosingStreamingResponse
+from servers.validation import PARSE_ERROR
 
 _ids = itertools.count(1)
 
@@ -35,9 +36,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def _error(
-    status: int, message: str, type: str, code: str, headers: dict | None = None
+    status: int,
+    message: str,
+    type: str,
+    code: str | None,
+    headers: dict | None = None,
+    param: str | None = None,
 ) -> Response:
-    return JSONResponse(error_body(message, type, code), status_code=status, headers=headers)
+    body = error_body(message, type, code, param)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def health(request: Request) -> Response:
@@ -90,9 +97,12 @@ async def chat_completions(request: Request) -> Response:
     settings = request.app.state.settings
     try:
         body = json.loads(await request.body())
+    except ValueError:
+        return _error(400, PARSE_ERROR, "invalid_request_error", None)
+    try:
         plan = mock.plan_request(settings, request.headers, body, request.app.state.rng)
-    except (ValueError, mock.BadRequest) as exc:
-        return _error(400, str(exc), "invalid_request_error", "invalid_value")
+    except mock.BadRequest as exc:
+        return _error(400, exc.message, "invalid_request_error", exc.code, param=exc.param)
     if plan.fault == "429":
         retry = {"Retry-After": str(settings.mock_retry_after_s)}
         return _error(

@@ -292,6 +292,15 @@ MANIFEST: dict[str, object] = {
 }
 
 
+def write_manifest(run: Path, manifest: dict[str, object]) -> None:
+    """Write `manifest` with `cells` planned as the ids its summary.csv holds (a complete run)."""
+    summary = run / "summary.csv"
+    if summary.exists():
+        with summary.open(newline="") as f:
+            manifest = {**manifest, "cells": [row["cell_id"] for row in csv.DictReader(f)]}
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def write_run(root: Path, *, raw: bool = True, seed: int = 7) -> Path:
     """Write the fixture run under `root/fixture-run` and return its folder."""
     run = root / "fixture-run"
@@ -305,7 +314,7 @@ def write_run(root: Path, *, raw: bool = True, seed: int = 7) -> Path:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
         writer.writeheader()
         writer.writerows(rows)
-    (run / "manifest.json").write_text(json.dumps(MANIFEST, indent=2))
+    write_manifest(run, MANIFEST)
     for row in rows:
         cell_dir = run / str(row["cell_id"])
         cell_dir.mkdir()
@@ -359,7 +368,7 @@ def write_sweep_run(root: Path, *, mechanism: bool = True) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     manifest = {**MANIFEST, "run_id": "sweep-run", "matrix": {"threadpool_tokens": SWEEP_TOKENS}}
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(run, manifest)
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
@@ -507,7 +516,7 @@ def write_stalls_run(root: Path, rows: list[dict] | None = None, name: str = "st
         writer.writerows(rows)
     matrix = {"users": list(STALL_USERS), "arms": STALL_MANIFEST_ARMS}
     manifest = {**MANIFEST, "run_id": name, "matrix": matrix}
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(run, manifest)
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
@@ -561,7 +570,7 @@ def write_multi_sweep_run(root: Path) -> Path:
         "run_id": "multi-sweep-run",
         "matrix": {"threadpool_tokens": SWEEP_TOKENS},
     }
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(run, manifest)
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
@@ -635,7 +644,7 @@ def write_clients_run(
         writer.writerows(rows)
     matrix = {"users": [CLIENTS_USERS], "repeats": 3, "arms": CLIENT_MANIFEST_ARMS}
     manifest = {**MANIFEST, "run_id": name, "matrix": matrix}
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(run, manifest)
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
@@ -790,7 +799,7 @@ def write_rate_run(
     manifest = {**MANIFEST, "run_id": name}
     if with_spec:
         manifest["matrix"] = {**RATE_SPEC, "slo": slo}
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(run, manifest)
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run

@@ -1,11 +1,13 @@
 """Loading a run folder: the good case and every way a file can be wrong."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from analysis.__main__ import main as analysis_main
 from analysis.load import RunFormatError, load_requests, load_run
 from contract import SUMMARY_COLUMNS
 from tests.analysis_fixtures import FAILED_CELL, INVALID_CELL, write_run
@@ -192,3 +194,102 @@ def test_loads_what_the_orchestrator_writes(tmp_path: Path) -> None:
     assert list(run.summary["valid"]) == [True, False, False]
     assert run.summary["rps"].iloc[0] == 49.5 and pd.isna(run.summary["rps"].iloc[2])
     assert run.summary["upstream_latency_ms"].isna().all()
+
+
+# --- damaged or incomplete runs (issue 13) ---------------------------------------------------
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+def reference_copy(tmp_path: Path) -> Path:
+    """The committed reference run's summary.csv and manifest.json, without its cell folders."""
+    run = tmp_path / "reference-copy"
+    run.mkdir()
+    for name in ("summary.csv", "manifest.json"):
+        shutil.copy(REFERENCE / name, run / name)
+    return run
+
+
+def test_a_summary_cut_mid_row_names_the_file_and_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = reference_copy(tmp_path)
+    cut = (run / "summary.csv").read_bytes()[:3000]
+    (run / "summary.csv").write_bytes(cut)
+    line = cut.count(b"\n") + 1  # the row the cut went through
+    with pytest.raises(RunFormatError, match=rf"line {line}\b") as info:
+        load_run(run)
+    assert info.value.path == run / "summary.csv"
+    assert "truncated" in str(info.value)
+    # The CLI: one line naming the file and the line, exit 2, no report and no charts.
+    assert analysis_main(["report", str(run), "--reference", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "summary.csv" in err and f"line {line}" in err
+    assert not (run / "report.md").exists() and not (run / "charts").exists()
+
+
+def test_a_summary_cut_at_a_field_boundary_is_caught_by_its_missing_line_break(
+    tmp_path: Path,
+) -> None:
+    run = reference_copy(tmp_path)
+    text = (run / "summary.csv").read_text()
+    # Every field of the last row is there, but the writer never finished the row.
+    (run / "summary.csv").write_text(text.rstrip("\n"))
+    lines = text.count("\n")
+    with pytest.raises(RunFormatError, match=rf"line {lines}, the last, does not end"):
+        load_run(run)
+
+
+def test_a_complete_run_lacks_nothing(tmp_path: Path) -> None:
+    gaps = load_run(reference_copy(tmp_path)).completeness
+    assert gaps.complete and gaps.problems() == [] and gaps.planned == 126
+
+
+def test_planned_cells_without_a_row_are_listed(tmp_path: Path) -> None:
+    run = reference_copy(tmp_path)
+    lines = (run / "summary.csv").read_text().splitlines(keepends=True)
+    (run / "summary.csv").write_text("".join(lines[:12]))  # the header and 11 cells
+    planned = json.loads((run / "manifest.json").read_text())["cells"]
+    kept = set(pd.read_csv(run / "summary.csv", dtype=str)["cell_id"])
+    gaps = load_run(run).completeness
+    assert not gaps.complete and gaps.planned == len(planned) == 126
+    assert list(gaps.missing) == [c for c in planned if c not in kept] and len(gaps.missing) == 115
+    assert gaps.interrupted == () and gaps.unsummarized == ()
+    # One cell stopped mid-cell (a folder, no cell.json), one measured after summary.csv was
+    # last written (a cell.json, no row).
+    stopped, unwritten = gaps.missing[0], gaps.missing[1]
+    (run / stopped).mkdir()
+    (run / unwritten).mkdir()
+    (run / unwritten / "cell.json").write_text("{}")
+    gaps = load_run(run).completeness
+    assert gaps.interrupted == (stopped,) and gaps.unsummarized == (unwritten,)
+    assert unwritten not in gaps.missing and len(gaps.missing) == 114
+    text = "\n".join(gaps.problems())
+    assert "114 of the 126 cells manifest.json plans were never measured" in text
+    assert f"1 of them stopped mid-cell (a folder without cell.json: `{stopped}`)" in text
+    assert "1 cell folder holds a cell.json but no summary.csv row" in text
+    assert f"`{unwritten}`" in text and "and 102 more" in text and "--resume" in text
+
+
+def test_a_manifest_cells_entry_that_is_not_a_list_of_ids(tmp_path: Path) -> None:
+    run = reference_copy(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "cells": 126}))
+    with pytest.raises(RunFormatError, match="`cells` must be a list of cell ids") as info:
+        load_run(run)
+    assert info.value.path.name == "manifest.json"
+
+
+def test_an_interrupted_last_session_is_named_until_a_resume_completes_it(tmp_path: Path) -> None:
+    # An SLO run plans no cells up front (its searches pick the rates): the session tells.
+    run = reference_copy(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    session = {"start": 1.0, "end": 2.0, "cells_planned": 126}
+    stopped = [{**session, "interrupted": True}]
+    (run / "manifest.json").write_text(json.dumps({**manifest, "sessions": stopped}))
+    gaps = load_run(run).completeness
+    assert not gaps.complete and gaps.last_session_interrupted
+    assert gaps.problems()[0].startswith("The run's last session was interrupted")
+    resumed = [*stopped, {**session, "interrupted": False}]
+    (run / "manifest.json").write_text(json.dumps({**manifest, "sessions": resumed}))
+    assert load_run(run).completeness.complete

@@ -1,5 +1,6 @@
 """Charts, the report and the CLI, rendered from the fixture run (Agg backend, files only)."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -231,3 +232,78 @@ def test_report_with_no_valid_cell_still_renders_and_lists_every_warning(tmp_pat
     assert "more warnings" not in md
     # The opening counts them too.
     assert f"| invalid | {len(invalid)} ({len(invalid) / len(frame):.1%}) |" in md
+
+
+# --- incomplete runs (issue 13): a banner at the top of the report and of the comparison -----
+
+INTERRUPTED = "mixed__sync-none__u999__r1"
+
+
+def small_run(root: Path) -> tuple[Path, list[str]]:
+    """The fixture run cut to `mixed` (fast to report), its manifest planning exactly its cells."""
+    run = write_run(root, raw=False)
+    frame = pd.read_csv(run / "summary.csv", dtype=str, keep_default_na=False)
+    frame[MECHANISM_COLUMNS] = ""
+    frame = frame[frame["scenario"] == "mixed"]
+    frame.to_csv(run / "summary.csv", index=False)
+    ids = list(frame["cell_id"])
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "cells": ids}))
+    for extra in {p.parent.name for p in run.glob("*/cell.json")} - set(ids):
+        shutil.rmtree(run / extra)
+    return run, ids
+
+
+def interrupt(run: Path, ids: list[str]) -> str:
+    """Make `run` look interrupted: one planned cell stopped mid-cell, one measured cell's row
+    not written; returns the latter's id."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "cells": [*ids, INTERRUPTED]}))
+    (run / INTERRUPTED).mkdir()
+    (run / INTERRUPTED / "locust.log").write_text("")
+    frame = pd.read_csv(run / "summary.csv", dtype=str, keep_default_na=False)
+    frame[frame["cell_id"] != ids[0]].to_csv(run / "summary.csv", index=False)
+    return ids[0]
+
+
+def test_an_incomplete_run_opens_with_a_banner_listing_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, ids = small_run(tmp_path)
+    unwritten = interrupt(run, ids)
+    assert main(["report", str(run), "--reference", ""]) == 0
+    md = (run / "report.md").read_text()
+    top = md[: md.index("\n## ")]  # before the first section
+    assert "**Incomplete run `fixture-run`" in top
+    assert f"1 of the {len(ids) + 1} cells manifest.json plans was never measured" in top
+    assert f"`{INTERRUPTED}`" in top and "stopped mid-cell" in top
+    assert "1 cell folder holds a cell.json but no summary.csv row" in top
+    assert f"`{unwritten}`" in top
+    page = (run / "report.html").read_text()
+    assert page.index("Incomplete run") < page.index("<h2>")
+    assert f"<code>{INTERRUPTED}</code>" in page
+    err = capsys.readouterr().err
+    assert err.count("warning: run fixture-run is incomplete: ") == 2 and INTERRUPTED in err
+
+
+def test_a_complete_run_has_no_banner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run, _ = small_run(tmp_path)
+    assert main(["report", str(run), "--reference", ""]) == 0
+    assert "Incomplete" not in (run / "report.md").read_text()
+    assert "Incomplete" not in (run / "report.html").read_text()
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_compare_names_the_incomplete_run_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _ = small_run(tmp_path / "a")
+    b, ids = small_run(tmp_path / "b")
+    interrupt(b, ids)
+    assert main(["compare", str(a), str(b)]) == 0
+    md = (b / f"compare-vs-{a.name}" / "compare.md").read_text()
+    top = md[: md.index("\n## ")]
+    assert "**Incomplete run B `fixture-run`" in top and f"`{INTERRUPTED}`" in top
+    assert "run A" not in top
+    err = capsys.readouterr().err
+    assert "warning: run B fixture-run is incomplete: 1 of the" in err

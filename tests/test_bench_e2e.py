@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from analysis.load import load_run
 from contract import SUMMARY_COLUMNS
 
 pytestmark = pytest.mark.integration
@@ -130,24 +131,71 @@ def test_tiny_matrix(tmp_path: Path) -> None:
     assert again.returncode == 0 and "0 of 2 cells" in out, out
 
 
-@pytest.mark.timeout(120)
-def test_interrupt_keeps_finished_cells_and_no_process(tmp_path: Path) -> None:
+def running(env: dict[str, str]) -> list[list[str]]:
+    """Command lines of the run's live processes."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            if proc.environ().get("TMPDIR") == env["TMPDIR"]:
+                found.append(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def cell_under_way(run: Path, cell_id: str, variant: str, env: dict[str, str]) -> bool:
+    """The cell's own server and its own Locust both run (not the cells before it)."""
+    commands = running(env)
+    server = any(c[1:4] == ["-m", "servers", variant] for c in commands)
+    locust = any("-m" in c and "locust" in c and str(run / cell_id) in c for c in commands)
+    return server and locust and (run / cell_id / "server.log").exists()
+
+
+@pytest.mark.timeout(300)
+def test_interrupt_mid_cell_stops_every_child_keeps_finished_cells_and_resume_completes(
+    tmp_path: Path,
+) -> None:
     run, env = tmp_path / "run", bench_env(tmp_path)
+    first, second = "chat__sync-httpx__u005__r1", "chat__async-httpx__u005__r1"
     proc = bench([*TINY, "--variants", "sync,async,blocking", "--out", str(run)], env)
-    # Wait until the second cell is under way: the first is done, the next server and Locust run.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        running = " ".join(leftovers(env))
-        if list(run.glob("*/cell.json")) and "-m servers" in running and "-m locust" in running:
-            break
+    # Interrupt inside the second cell, never between cells: wait until the first is written and
+    # the second cell's own server (`-m servers async`) and Locust (`--raw-dir <its folder>`) run.
+    deadline = time.monotonic() + 120
+    while not ((run / first / "cell.json").exists() and cell_under_way(run, second, "async", env)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, _ = proc.communicate()
+            pytest.fail(f"the second cell never started:\n{out}")
         time.sleep(0.05)
-    else:
-        pytest.fail("the second cell never started")
+    children = [c for c in running(env) if c[1:3] != ["-m", "loadtests"]]
+    signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
+    stopped_s = time.monotonic() - signalled
     assert proc.returncode == 130, out
+    # Every child (upstream, the cell's server and Locust) is gone, within a few seconds.
+    assert len(children) >= 3, children
+    assert leftovers(env) == []
+    assert stopped_s < 10, f"took {stopped_s:.1f} s to stop"
+    # The finished cell is kept; the interrupted one left no cell.json, so --resume reruns it.
+    rows = read_summary(run)
+    assert [r["cell_id"] for r in rows] == [first]
+    assert not (run / second / "cell.json").exists()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["end"] is not None and manifest["sessions"][-1]["interrupted"] is True
+    gaps = load_run(run).completeness
+    assert gaps.missing == (second, "chat__blocking-httpx__u005__r1")
+    assert gaps.interrupted == (second,) and gaps.last_session_interrupted
+
+    again = bench([*TINY, "--variants", "sync,async,blocking", "--out", str(run), "--resume"], env)
+    out, _ = again.communicate(timeout=200)
+    assert again.returncode == 0 and "2 of 3 cells" in out, out
     assert leftovers(env) == []
     rows = read_summary(run)
-    assert rows and rows[0]["cell_id"] == "chat__sync-httpx__u005__r1"
-    assert len(rows) < 3
-    assert json.loads((run / "manifest.json").read_text())["end"] is not None
+    assert [r["cell_id"] for r in rows] == [first, second, "chat__blocking-httpx__u005__r1"]
+    assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
+    # The resumed run reads as any other: nothing missing, no special step.
+    assert load_run(run).completeness.complete
+    sessions = json.loads((run / "manifest.json").read_text())["sessions"]
+    assert [s["interrupted"] for s in sessions] == [True, False]

@@ -81,6 +81,10 @@ def test_plan_reads_headers_body_and_settings() -> None:
         ({"x-mock-ttft-ms": "soon"}, BODY),
         ({"x-mock-fault": "explode"}, BODY),
         ({"x-mock-jitter": "2"}, BODY),
+        ({"x-mock-ttft-ms": "inf"}, BODY),
+        ({}, {**BODY, "max_tokens": 10**9}),
+        ({}, {**BODY, "messages": [{"role": "wizard", "content": "x"}]}),
+        ({}, {**BODY, "temperature": "hot"}),
     ],
 )
 def test_plan_rejects_bad_requests(headers: dict[str, str], body: dict) -> None:
@@ -140,6 +144,39 @@ def test_bad_request_is_400_envelope(upstream: TestClient) -> None:
     response = upstream.post("/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400
     assert ErrorResponse.model_validate(response.json()).error.type == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({**BODY, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({**BODY, "temperature": "hot"}, "temperature"),
+        ({**BODY, "max_tokens": 10**9}, "max_tokens"),
+        ({**BODY, "stream_options": {"include_usage": True}}, "stream_options"),
+    ],
+)
+def test_a_body_openai_refuses_is_400_with_its_param(
+    upstream: TestClient, body: dict, param: str
+) -> None:
+    response = upstream.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = ErrorResponse.model_validate(response.json()).error
+    assert error.param == param and error.type == "invalid_request_error" and error.code
+    assert upstream.get("/stats").json()["requests"] == 0
+
+
+def test_usage_is_null_on_every_chunk_but_the_last_when_asked_for(upstream: TestClient) -> None:
+    for include in (True, False):
+        body = {**BODY, "max_tokens": 2, "stream": True}
+        if include:
+            body["stream_options"] = {"include_usage": True}
+        with upstream.stream("POST", "/v1/chat/completions", json=body, headers=FAST) as r:
+            chunks = [json.loads(e) for e in parse_sse_data(list(r.iter_lines()))[:-1]]
+        if include:
+            assert [c.get("usage", "absent") for c in chunks[:-1]] == [None] * 3
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 5
+        else:
+            assert all("usage" not in c for c in chunks) and len(chunks) == 3
 
 
 def test_models_and_health(upstream: TestClient) -> None:

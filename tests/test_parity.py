@@ -28,7 +28,23 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/items?limit=4&offset=2", {}),
     ("POST", "/items", {"json": {"name": "n", "description": "d", "price": 1.0}}),
     ("POST", "/items", {"json": {"name": "n"}}),
-    ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "u"}]}}),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"json": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}},
+    ),
+    ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "wizard"}]}}),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"content": b"{bad", "headers": {"content-type": "application/json"}},
+    ),
+    (
+        "POST",
+        "/items",
+        {"content": b"x" * (1024 * 1024 + 1), "headers": {"content-type": "application/json"}},
+    ),
+    ("GET", "/items/abc", {}),
     ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": []}}),
     ("GET", "/nope", {}),
 ]

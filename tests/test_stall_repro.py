@@ -98,7 +98,7 @@ def test_def_endpoints_stall_on_the_pool_until_it_times_out(
     tmp_path: Path, arm: dict[str, str]
 ) -> None:
     statuses, elapsed, log = run_stall(tmp_path, arm)
-    assert 500 in statuses, statuses
+    assert 503 in statuses, statuses  # the waiters' pool timeout (issue 13: not a 500)
     assert 200 in statuses, statuses  # the holder got through, once the waiters gave up
     assert elapsed >= POOL_TIMEOUT_S * 0.95, elapsed
     assert POOL_TIMEOUT_LOG in log

@@ -1,6 +1,8 @@
 """Load a run folder (summary.csv, manifest.json, per-cell requests/metrics.csv) as typed data."""
 
+import csv
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.load.completeness import Completeness, completeness
 from analysis.load.derive import derive
 from analysis.load.schema import (
     BLANK_TRUE,
@@ -64,6 +67,8 @@ class Run:
     derived: tuple[str, ...] = field(default=())
     rates: pd.DataFrame = field(default_factory=pd.DataFrame)
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Planned cells that are not in summary.csv, and cells measured but not in it.
+    completeness: Completeness = field(default_factory=Completeness)
 
     @property
     def name(self) -> str:
@@ -89,6 +94,9 @@ def load_run(path: Path | str) -> Run:
         derived=derived,
         rates=rates,
         capacity=capacity,
+        completeness=completeness(
+            path, manifest.get("cells", []), summary["cell_id"], manifest.get("sessions", [])
+        ),
     )
 
 
@@ -176,6 +184,9 @@ def load_manifest(path: Path) -> dict[str, Any]:
             raise RunFormatError(path, f"`{key}` must be an object, got {type(data[key]).__name__}")
     if "calibration" in data:
         _check_calibration(path, data["calibration"])
+    cells = data.get("cells", [])
+    if not isinstance(cells, list) or not all(isinstance(c, str) for c in cells):
+        raise RunFormatError(path, "`cells` must be a list of cell ids (strings)")
     return data
 
 
@@ -266,6 +277,8 @@ def metric_series(metrics: pd.DataFrame, metric: str, labels: str = "") -> pd.Se
 
 def _read_csv_text(path: Path, allow_empty: bool = False) -> pd.DataFrame:
     # Everything is read as text first so each column gets its own, clearly worded type check.
+    if path.is_file():
+        _check_rows(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
     except FileNotFoundError:
@@ -279,6 +292,46 @@ def _read_csv_text(path: Path, allow_empty: bool = False) -> pd.DataFrame:
     if raw.empty and not allow_empty:
         raise RunFormatError(path, "has a header but no rows")
     return raw
+
+
+TRUNCATED = "a row cut short: was the file truncated?"
+
+
+def _check_rows(path: Path) -> None:
+    # pandas fills a row with too few fields with empty values without a word: a file cut
+    # mid-row (a killed writer, a full disk) would be read as a row of blanks. Every row must
+    # have the header's fields, and the file must end with a line break, as every writer's does.
+    line = 1
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, strict=True)
+            header = next(reader, [])
+            line = reader.line_num + 1
+            for row in reader:
+                if row and len(row) != len(header):
+                    short = f" ({TRUNCATED})" if len(row) < len(header) else ""
+                    raise RunFormatError(
+                        path,
+                        f"not a readable CSV: line {line} has {len(row)} fields where the header "
+                        f"has {len(header)}{short}",
+                    )
+                line = reader.line_num + 1
+    except csv.Error as exc:
+        problem = f"not a readable CSV: line {line}: {exc} ({TRUNCATED})"
+        raise RunFormatError(path, problem) from None
+    except (OSError, UnicodeDecodeError):
+        return  # pandas reads it next and says what is wrong
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        last = f.read(1)
+    if size and last not in (b"\n", b"\r"):
+        raise RunFormatError(
+            path,
+            f"not a readable CSV: line {line - 1}, the last, does not end with a line break "
+            f"({TRUNCATED})",
+        )
 
 
 def _typed(

@@ -38,6 +38,7 @@ from analysis.report.document import (
     to_markdown,
 )
 from analysis.report.sections import (
+    completeness_blocks,
     latency_blocks,
     observer_blocks,
     opening_blocks,
@@ -115,6 +116,8 @@ class ReportFiles:
     markdown: Path
     html: Path
     charts: list[Path]
+    # What the run lacks (load.completeness), one sentence each; empty when complete.
+    incomplete: tuple[str, ...] = ()
 
 
 # The committed reference run: a new run's machine speed is compared with its calibration.
@@ -163,7 +166,12 @@ def write_report(
         *rendered.clients,
         *rendered.capacity,
     )
-    return ReportFiles(md, page, [c.path for c in charts])
+    return ReportFiles(
+        md,
+        page,
+        [c.path for c in charts],
+        tuple(f"run {run.name} is incomplete: {p}" for p in run.completeness.problems()),
+    )
 
 
 def build_report(
@@ -184,6 +192,8 @@ def build_report(
     )
     head: list[Block] = [
         Heading(f"def or async def? Run `{run.name}`", 1),
+        # A run that lacks planned cells says so before anything else.
+        *completeness_blocks(run.completeness, f"run `{run.name}`"),
         *([Paragraph(where.strip())] if where else []),
         # Open-loop capacity leads when the run has rate cells (nothing otherwise).
         *capacity_blocks(run, rendered),

@@ -44,6 +44,7 @@ from analysis.report.document import (  # noqa: E402
     to_html,
     to_markdown,
 )
+from analysis.report.sections import completeness_blocks  # noqa: E402
 
 UP, DOWN, NOISE = "up", "down", "noise"
 ONE_REPEAT = "one repeat"
@@ -63,6 +64,8 @@ class CompareFiles:
     html: Path
     csv: Path
     chart: Path
+    # What either run lacks (load.completeness), one sentence each, naming the run.
+    incomplete: tuple[str, ...] = ()
 
 
 def compare_frames(
@@ -242,6 +245,9 @@ def write_compare(
     sentence = comparability(cal_a, cal_b, a.name, b.name)
     blocks: list[Block] = [
         Heading(f"Run `{b.name}` (B) against `{a.name}` (A)", 1),
+        # An incomplete run says so first: a cell only one run has is not a change.
+        *completeness_blocks(a.completeness, f"run A `{a.name}`"),
+        *completeness_blocks(b.completeness, f"run B `{b.name}`"),
         Heading("Are the two runs comparable?"),
         Paragraph(f"**{sentence[0].upper() + sentence[1:]}.**"),
         *calibration_tables(((a.name, cal_a), (b.name, cal_b))),
@@ -291,7 +297,12 @@ def write_compare(
     page = out / "compare.html"
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"{b.name} vs {a.name}"), encoding="utf-8")
-    return CompareFiles(out, md, page, csv_path, chart)
+    incomplete = tuple(
+        f"run {which} {run.name} is incomplete: {problem}"
+        for which, run in (("A", a), ("B", b))
+        for problem in run.completeness.problems()
+    )
+    return CompareFiles(out, md, page, csv_path, chart, incomplete)
 
 
 def calibration_tables(runs: tuple[tuple[str, Calibration | None], ...]) -> list[Block]:

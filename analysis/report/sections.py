@@ -32,8 +32,19 @@ from analysis.judge.quiet import (
 from analysis.judge.samples import fmt_pct, rule_text
 from analysis.judge.transform import at_users, scenarios
 from analysis.judge.verdict import Judgement, fmt_ratio
+from analysis.load.completeness import Completeness
 from analysis.plot.styles import label, ordered
 from analysis.report.document import Block, Bullets, Heading, Paragraph, Table
+
+
+def completeness_blocks(completeness: Completeness, run: str) -> list[Block]:
+    """The banner of an incomplete run (`run`: how to name it), listing what it lacks."""
+    if completeness.complete:
+        return []
+    return [
+        Paragraph(f"**Incomplete {run}: every figure below covers only the cells it holds.**"),
+        Bullets(completeness.problems()),
+    ]
 
 
 def _share(count: int, total: int) -> str:
