@@ -191,7 +191,6 @@ class Recorder:
             lo, hi = self.meta.get("window_start") or 0.0, self.meta.get("window_end") or now
             in_window = [t for t in self.full_at if lo <= t < hi]
             self.meta["slots_full_at"] = in_window[:FULL_KEPT]
-            self.meta["slots_full_arrivals"] = len(in_window)
         if not RAW_DIR:
             return
         with open(Path(RAW_DIR) / f"requests.{self.pid}.csv", "w", newline="") as f:
