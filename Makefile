@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-slo report compare clean
+.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-slo bench-postgres bench-pg report compare clean
 
 install: $(STAMP)
 
@@ -34,11 +34,14 @@ bench: $(STAMP)
 
 # The other matrices: `make bench-<name>` runs loadtests/matrices/<name>.toml into
 # results/<name>-<run-id>, then its report.
-MATRICES := quick threadpool stalls deadlock clients slo
+MATRICES := quick threadpool stalls deadlock clients slo postgres
 
 $(addprefix bench-,$(MATRICES)): bench-%: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/$*.toml --out results/$*-$(RUN_ID)
 	$(BIN)/python -m analysis report results/$*-$(RUN_ID)
+
+# PostgreSQL next to SQLite (loadtests/matrices/postgres.toml): the lab starts its own cluster.
+bench-pg: bench-postgres
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>"; exit 2; }

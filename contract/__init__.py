@@ -14,6 +14,7 @@ SCENARIOS: tuple[str, ...] = (
     "chat_stream",
     "items_read",
     "items_write",
+    "items_wait",
     "cpu",
     "mixed",
 )
@@ -22,6 +23,17 @@ CLIENTS: tuple[str, ...] = ("httpx", "httpx2", "aiohttp")
 # Clients with a sync API, so `sync` and `blocking` can run them too (aiohttp is async only).
 SYNC_CLIENTS: tuple[str, ...] = ("httpx", "httpx2")
 NO_CLIENT = "-"
+# The database and driver of a cell (summary `db`): SQLite embedded (sqlite3 in `sync` and
+# `blocking`, aiosqlite in `async`) or PostgreSQL (psycopg's sync API in `sync` and `blocking`,
+# psycopg's async API or asyncpg in `async`).
+DB_DRIVERS: tuple[str, ...] = (
+    "sqlite+pysqlite",
+    "sqlite+aiosqlite",
+    "postgresql+psycopg",
+    "postgresql+asyncpg",
+)
+# Scenarios that measure the database (the report's "SQLite vs PostgreSQL" section).
+DB_SCENARIOS: tuple[str, ...] = ("items_read", "items_write", "items_wait")
 
 # --- Every request ends in exactly one outcome (requests.csv `outcome`) -----------------------
 OK = "ok"
@@ -54,6 +66,8 @@ SUMMARY_TYPES: dict[str, str] = {
     "variant": "str",
     "client": "str",
     "arm": "str",
+    # The server's database and driver, as SQLAlchemy names them: one of DB_DRIVERS.
+    "db": "str",
     "users": "int",
     # Rate mode (open loop): the offered arrival rate; empty for a closed-loop cell.
     "offered_rps": "float",
@@ -97,6 +111,8 @@ SUMMARY_TYPES: dict[str, str] = {
     "loadgen_cpu_pct": "float",
     "upstream_cpu_pct": "float",
     "server_cpu_pct": "float",
+    # PostgreSQL's CPU (the postmaster and its backends) in % of one core; empty on SQLite.
+    "db_cpu_pct": "float",
     "cpu_ms_per_req": "float",
     "upstream_served_ms": "float",
     "upstream_drift_ms": "float",
@@ -109,6 +125,9 @@ SUMMARY_TYPES: dict[str, str] = {
     "duration_s": "float",
     "warmup_s": "float",
     "threadpool_tokens": "int",
+    # The server's SQLAlchemy pool: connections kept, and extra ones allowed beyond them.
+    "db_pool_size": "int",
+    "db_max_overflow": "int",
     "observe": "bool",
     "upstream_latency_ms": "float",
     "loop_lag_max_ms": "float",
@@ -172,7 +191,7 @@ CAPACITY_BOUNDS: tuple[str, ...] = ("bracketed", "below_lowest", "above_highest"
 # --- Thresholds -------------------------------------------------------------------------------
 # The load side is saturated above this share of its core; its numbers are then its own.
 LOADGEN_MAX_PCT = 90.0
-# Locust and the upstream share one core: together they must leave it some headroom too.
+# Locust, the upstream and PostgreSQL share one core: together they must leave it some headroom.
 LOAD_CORE_MAX_PCT = 95.0
 # Little's law for a closed loop: users = throughput x mean latency. A cell whose measured
 # users/(throughput x latency) is further than this from 1 was not in a steady state.
@@ -214,6 +233,9 @@ SERVER_ENV: dict[str, str] = {
         "db_seed_rows",
         "db_pool_timeout_s",
         "db_pool_size",
+        "db_max_overflow",
+        "db_url",
+        "db_async_driver",
         "db_session",
         "db_max_concurrency",
         "threadpool_tokens",

@@ -26,7 +26,7 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "sync-clients": ("sync_clients", _csv(str), "HTTP clients of sync and blocking"),
     "users": ("users", _csv(int), "comma-separated user levels (closed loop)"),
     "rate": ("rates", _csv(int), "open loop: offered rates, req/s (with --slo: the search ladder)"),
-    "slo": ("slo", str, "search each variant's capacity at this SLO, e.g. p99=500ms,errors=1%"),
+    "slo": ("slo", str, "search each variant's capacity at this SLO, e.g. p99=500ms,errors=1%%"),
     "arrivals": ("arrivals", str, "rate mode arrivals: poisson (default) or constant"),
     "rate-slots": ("rate_slots", int, "rate mode: most requests in flight (connections)"),
     "bisect-steps": ("bisect_steps", int, "capacity search: bisection steps after the ladder"),
@@ -44,6 +44,7 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "chat-tokens": ("chat_tokens", int, "output tokens of chat / mixed"),
     "stream-tokens": ("stream_tokens", int, "output tokens of chat_stream"),
     "cpu-ms": ("cpu_ms", int, "CPU milliseconds per /cpu request"),
+    "db-wait-ms": ("db_wait_ms", int, "items_wait: how long each query waits in the database"),
     "threadpool-tokens": (
         "threadpool_tokens",
         _csv(int),

@@ -143,6 +143,8 @@ class MatrixSpec:
     # One value, or several to sweep (each cell id then carries `__t<tokens>`).
     threadpool_tokens: int | list[int] = 40
     seed_rows: int = 10_000
+    # items_wait: how long each item query waits in the database (`pg_sleep`).
+    db_wait_ms: int = 20
     # Far above users x latency, so the blocking variant's queue is measured, not timed out.
     request_timeout_s: float = 300.0
 

@@ -172,10 +172,12 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cpus: Sequence[int] | None = None,
     cwd: Path | None = None,
+    **popen: Any,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start `cmd` in its own process group, output to `log_path`; kill the group on exit.
 
     An interrupt while the child starts is held until it is registered, so it is always killed.
+    `popen` goes to `subprocess.Popen` (e.g. `user=` and `preexec_fn=` for PostgreSQL).
     """
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -188,6 +190,7 @@ def spawn(
                 env={**os.environ, **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
+                **popen,
             )
             _LIVE[proc.pid] = proc
         pin(proc.pid, cpus)

@@ -30,7 +30,7 @@ from contract import (
 )
 from contract.slo import Judgement
 from contract.slo import judge as judge_slo
-from loadtests import manifest
+from loadtests import manifest, postgres
 from loadtests.calibrate import calibrate
 from loadtests.files import write_atomic
 from loadtests.locust_runner import (
@@ -65,6 +65,8 @@ from loadtests.summary import (
     write_summary,
 )
 from loadtests.threads import summarize as summarize_threads
+from servers import db
+from servers.settings import Settings
 
 # How long the orchestrator waits for a fresh server's /ready before the cell fails.
 READY_TIMEOUT_S = 30.0
@@ -82,6 +84,9 @@ class RunContext:
     python: str = sys.executable
     upstream_url: str | None = None
     upstream_pid: int | None = None
+    # The run's own PostgreSQL cluster (`db_url = "lab"` cells), while it runs.
+    db_url: str | None = None
+    db_pid: int | None = None
     target: str | None = None
     locust_processes: int = 1
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
@@ -100,11 +105,17 @@ def server_env(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, str]:
         **spec.server_env,
         **(arm.env if arm else {}),
     }
+    values = postgres.resolve(values, ctx.db_url)
     if ctx.upstream_url:
         values["upstream_url"] = ctx.upstream_url
     if cell.client in CLIENTS:
         values["http_client"] = cell.client
     return {SERVER_ENV[k]: _env_text(v) for k, v in values.items()}
+
+
+def env_setting(env: dict[str, str], name: str) -> Any:
+    """A server setting as a cell's server reads it: its LAB_* value, else the default."""
+    return env.get(SERVER_ENV[name], Settings.model_fields[name].default)
 
 
 def _env_text(value: Any) -> str:
@@ -124,6 +135,7 @@ def locust_options(cell: Cell, spec: MatrixSpec) -> dict[str, Any]:
         "itl_ms": spec.itl_ms,
         "cpu_ms": spec.cpu_ms,
         "seed_rows": spec.seed_rows,
+        "db_wait_ms": spec.db_wait_ms,
         "request_timeout": spec.request_timeout_s,
     }
     if cell.rate is not None:
@@ -145,6 +157,7 @@ def cell_settings(cell: Cell, spec: MatrixSpec, env: dict[str, str]) -> dict[str
         "grace_s": spec.grace_s,
         "stall_s": spec.stall_s,
         "threadpool_tokens": spec.tokens_of(cell),
+        **{name: int(env_setting(env, name)) for name in ("db_pool_size", "db_max_overflow")},
         "rate_slots": spec.rate_slots if cell.rate is not None else None,
         "observe": observed(env),
         "server_timeouts_s": spec.server_timeouts(spec.arm_of(cell)),
@@ -272,6 +285,8 @@ def collect(
             sampler.watch("server", server.pid)
         if ctx.upstream_pid is not None:
             sampler.watch("upstream", ctx.upstream_pid)
+        if ctx.db_pid is not None and env.get(SERVER_ENV["db_url"]):
+            sampler.watch("db", ctx.db_pid)
         cmd = cell_command(cell, spec, ctx, host, server.pid if server is not None else None)
         (cell_dir / "command.json").write_text(json.dumps(cmd))
         timeout = spec.clock().longest_s + STARTUP_SLACK_S
@@ -335,7 +350,7 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
     sampler = collected.cpu
     cpu = {
         f"{name}_{stat}": (None if v is None else round(v, 1))
-        for name in ("loadgen", "upstream", "server")
+        for name in ("loadgen", "upstream", "server", "db")
         for stat, v in (
             ("pct", sampler.percent(name, start, end)),
             ("peak_pct", sampler.peak(name, start, end)),
@@ -352,6 +367,7 @@ def judge(cell: Cell, spec: MatrixSpec, ctx: RunContext, collected: Collected) -
         users + SCENARIOS[cell.scenario].extra_users,
         ctx.pinning.shared_load_core,
         open_loop,
+        cpu["db_pct"],
     )
     stalled = bool(meta.get("stalled")) or (
         metrics["in_flight_at_end"] > 0 and metrics["since_last_completion_s"] >= spec.stall_s
@@ -523,6 +539,7 @@ def cell_document(
         "settings": cell_settings(cell, spec, env),
         "env": env,
         "pinning": ctx.pinning.to_dict(),
+        "db": db_driver(env, cell.variant),
         "cpu": {},
         "metrics": {},
         "judged": {},
@@ -558,6 +575,35 @@ def cell_document(
             },
         )
     return doc
+
+
+def db_driver(env: dict[str, str], variant: str) -> str:
+    """The database and driver a cell's server runs (`contract.DB_DRIVERS`)."""
+    url, driver = env_setting(env, "db_url"), env_setting(env, "db_async_driver")
+    return db.driver(url, driver, sync=variant != "async")
+
+
+def needs_postgres(spec: MatrixSpec, cells: list[Cell], searches: bool = False) -> bool:
+    """Whether a cell to run (or a capacity search) uses the run's cluster (`db_url = "lab"`)."""
+    if searches and spec.server_env.get("db_url") == postgres.LAB_CLUSTER:
+        return True
+    return any(
+        {**spec.server_env, **(arm.env if (arm := spec.arm_of(c)) else {})}.get("db_url")
+        == postgres.LAB_CLUSTER
+        for c in cells
+    )
+
+
+@contextmanager
+def run_cluster(ctx: RunContext) -> Iterator[None]:
+    """Start PostgreSQL once for the run, pinned with the load generator (its CPU is recorded
+    per cell as `db_cpu_pct`); every cell's server gets a freshly seeded table."""
+    with postgres.run_postgres(base=ctx.scratch, cpus=ctx.pinning.load) as cluster:
+        ctx.db_url, ctx.db_pid = cluster.url, cluster.pid
+        try:
+            yield
+        finally:
+            ctx.db_url = ctx.db_pid = None
 
 
 @contextmanager
@@ -672,6 +718,8 @@ def run_matrix(
         with ExitStack() as stack:
             if needs_upstream:
                 stack.enter_context(run_upstream(ctx, spec))
+            if needs_postgres(spec, todo, bool(searches)) and not ctx.target:
+                stack.enter_context(run_cluster(ctx))
             stack.enter_context(progress)
             bar = progress.add_task("cells", total=spec.estimate_s(todo))
             if (todo or searches) and not ctx.target:

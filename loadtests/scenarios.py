@@ -36,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("chat_stream", "chat.py", ("ChatStreamUser",), proxy=True),
         Scenario("items_read", "items.py", ("ItemsReadUser",)),
         Scenario("items_write", "items.py", ("ItemsWriteUser",)),
+        Scenario("items_wait", "items.py", ("ItemsWaitUser",)),
         Scenario("cpu", "cpu.py", ("CpuUser",)),
         Scenario("mixed", "mixed.py", ("HeavyChatUser", "ProbeUser"), proxy=True, extra_users=1),
     )

@@ -255,8 +255,12 @@ def validity(
     target_users: int,
     shared_load_core: bool = True,
     open_loop: dict[str, Any] | None = None,
+    db_cpu_pct: float | None = None,
 ) -> tuple[bool, str]:
-    """Whether a cell's numbers describe the server rather than the load side; why not."""
+    """Whether a cell's numbers describe the server rather than the load side; why not.
+
+    PostgreSQL runs on the load core too: its CPU counts into that core's total.
+    """
     reasons = []
     if lagging := behind(open_loop, loadgen_cpu_pct):
         reasons.append(lagging)
@@ -266,14 +270,13 @@ def validity(
         reasons.append(f"load generator at {loadgen_cpu_pct:.0f}% of its core")
     if upstream_cpu_pct is not None and upstream_cpu_pct > LOADGEN_MAX_PCT:
         reasons.append(f"upstream at {upstream_cpu_pct:.0f}% of its core")
-    if (
-        shared_load_core
-        and loadgen_cpu_pct is not None
-        and upstream_cpu_pct is not None
-        and loadgen_cpu_pct + upstream_cpu_pct > LOAD_CORE_MAX_PCT
-    ):
-        total = loadgen_cpu_pct + upstream_cpu_pct
-        reasons.append(f"load core at {total:.0f}% (Locust + upstream)")
+    others = [(upstream_cpu_pct, "upstream"), (db_cpu_pct, "PostgreSQL")]
+    sharing = [(pct, name) for pct, name in others if pct is not None]
+    if shared_load_core and loadgen_cpu_pct is not None and sharing:
+        total = loadgen_cpu_pct + sum(pct for pct, _ in sharing)
+        if total > LOAD_CORE_MAX_PCT:
+            names = " + ".join(["Locust", *(name for _, name in sharing)])
+            reasons.append(f"load core at {total:.0f}% ({names})")
     if spawned is None or spawned < target_users:
         reasons.append(f"reached {spawned or 0} of {target_users} users")
     return not reasons, "; ".join(reasons)
@@ -287,11 +290,13 @@ def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
         **{k: cell.get(k) for k in ("scenario", "variant", "client", "users", "repeat")},
         "offered_rps": cell.get("offered_rps"),
         "arm": cell.get("arm", ""),
+        "db": cell.get("db"),
         **cell.get("metrics", {}),
         **cell.get("judged", {}),
         "loadgen_cpu_pct": cpu.get("loadgen_pct"),
         "upstream_cpu_pct": cpu.get("upstream_pct"),
         "server_cpu_pct": cpu.get("server_pct"),
+        "db_cpu_pct": cpu.get("db_pct"),
         "cut_off": cell.get("cut_off"),
         "valid": bool(cell.get("valid")),
         "invalid_reason": cell.get("invalid_reason", ""),
@@ -301,6 +306,8 @@ def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
         "duration_s": settings.get("duration_s"),
         "warmup_s": settings.get("warmup_s"),
         "threadpool_tokens": settings.get("threadpool_tokens"),
+        "db_pool_size": settings.get("db_pool_size"),
+        "db_max_overflow": settings.get("db_max_overflow"),
         "observe": settings.get("observe", True),
         "upstream_latency_ms": settings.get("upstream_latency_ms"),
         **{k: cell.get("mechanisms", {}).get(k) for k in MECHANISM_COLUMNS},

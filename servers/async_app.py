@@ -9,7 +9,14 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers import common, db, errors, proxy, sse, streaming
-from servers.common import ItemId, PageLimit, PageOffset, configure_threadpool, create_app
+from servers.common import (
+    ItemId,
+    PageLimit,
+    PageOffset,
+    WaitMs,
+    configure_threadpool,
+    create_app,
+)
 from servers.cpu import burn
 from servers.schemas import (
     ChatCompletion,
@@ -112,7 +119,7 @@ async def chat_completions(
         await response.aclose()
         raise errors.from_upstream_status(response.status_code, response.headers, content)
     if body.stream:
-        return request.app.state.stream(relay(response), media_type=MEDIA_TYPE)
+        return request.app.state.stream(relay(response), upstream=response, media_type=MEDIA_TYPE)
     try:
         return Response(await response.aread(), media_type="application/json")
     finally:
@@ -120,9 +127,9 @@ async def chat_completions(
 
 
 @app.get("/items/{item_id}", response_model=Item, responses=common.ITEM_RESPONSES)
-async def read_item(item_id: ItemId, session: SessionDep) -> Item:
-    """One item by id."""
-    row = (await session.execute(db.select_item(item_id))).mappings().one_or_none()
+async def read_item(item_id: ItemId, session: SessionDep, wait_ms: WaitMs = 0) -> Item:
+    """One item by id; with `wait_ms`, its query first waits that long in the database."""
+    row = (await session.execute(db.select_item(item_id, wait_ms))).mappings().one_or_none()
     if row is None:
         raise HTTPException(404, f"item {item_id} not found")
     return Item.model_validate(row)

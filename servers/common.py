@@ -37,6 +37,8 @@ INVALID_REQUEST = {
 ItemId = Annotated[int, Path(ge=1, le=MAX_INTEGER)]
 PageLimit = Annotated[int, Query(ge=1, le=100)]
 PageOffset = Annotated[int, Query(ge=0, le=MAX_INTEGER)]
+# How long the item query waits in the database first (`pg_sleep`): the waiting-query scenario.
+WaitMs = Annotated[int, Query(ge=0, le=1000)]
 
 
 # FastAPI's own, kept to undo fastapi-overflow's process-wide patch when an app runs without it.

@@ -1,9 +1,18 @@
-"""The items table, its statements, seeding and engine construction, shared by every app."""
+"""The items table, its statements, seeding and engine construction, shared by every app.
 
+Two databases, one set of statements: SQLite (embedded, the default: `sqlite3` in `sync` and
+`blocking`, `aiosqlite` in `async`) and PostgreSQL when `db_url` is set (psycopg's sync API in
+`sync` and `blocking`; psycopg's async API or asyncpg in `async`, `db_async_driver`). The
+waiting query calls `pg_sleep`, which SQLite gets as a function registered on each connection,
+so the same statement waits in the database on both.
+"""
+
+import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Engine,
@@ -20,6 +29,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -33,7 +43,8 @@ from sqlalchemy.schema import CreateTable, DropTable
 from servers.schemas import ItemCreate
 from servers.settings import Settings
 
-# SQLite's largest integer: a bigger id or offset is an overflow in the driver, not a miss.
+# SQLite's and PostgreSQL's (bigint) largest integer: a bigger id or offset is an overflow in
+# the driver, not a miss.
 MAX_INTEGER = 2**63 - 1
 
 metadata = MetaData()
@@ -41,16 +52,21 @@ metadata = MetaData()
 items = Table(
     "items",
     metadata,
-    Column("id", Integer, primary_key=True),
+    # bigint on PostgreSQL (ids up to MAX_INTEGER, as on SQLite); SQLite's rowid is INTEGER.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("description", String(2000)),
     Column("price", Float, nullable=False),
 )
 
 
-def select_item(item_id: int) -> Select[Any]:
-    """One item by primary key."""
-    return select(items).where(items.c.id == item_id)
+def select_item(item_id: int, wait_ms: int = 0) -> Select[Any]:
+    """One item by primary key; with `wait_ms`, the query first waits that long in the database
+    (`pg_sleep`: what a slow query costs a request, without costing the database CPU)."""
+    statement = select(items).where(items.c.id == item_id)
+    if wait_ms:
+        statement = statement.add_columns(func.pg_sleep(wait_ms / 1000).label("waited"))
+    return statement
 
 
 def select_items(limit: int, offset: int) -> Select[Any]:
@@ -78,7 +94,12 @@ def prepare(conn: Connection, seed: int, reset: bool) -> None:
         conn.execute(DropTable(items, if_exists=True))
     conn.execute(CreateTable(items, if_not_exists=True))
     if conn.execute(select(func.count()).select_from(items)).scalar_one() == 0 and seed:
-        conn.execute(insert(items).prefix_with("OR IGNORE"), seed_rows(seed))
+        if conn.dialect.name == "postgresql":
+            conn.execute(postgresql.insert(items).on_conflict_do_nothing(), seed_rows(seed))
+            # The seeded ids were given: new rows must be numbered after them.
+            conn.execute(select(func.setval(func.pg_get_serial_sequence("items", "id"), seed)))
+        else:
+            conn.execute(insert(items).prefix_with("OR IGNORE"), seed_rows(seed))
 
 
 def _pool_kwargs(settings: Settings) -> dict[str, Any]:
@@ -89,7 +110,11 @@ def _pool_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _on_connect_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+def _pg_sleep(seconds: float) -> None:
+    time.sleep(seconds)  # in the connection's thread: the caller's in sqlite3, aiosqlite's own
+
+
+def _on_connect_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     # WAL lets readers run beside a writer; the busy timeout makes writers queue instead of
     # failing at once with "database is locked".
     @event.listens_for(engine, "connect")
@@ -98,21 +123,38 @@ def _on_connect_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
+        dbapi_connection.create_function("pg_sleep", 1, _pg_sleep)
+
+
+def driver(db_url: str, async_driver: str, sync: bool) -> str:
+    """The database and driver an app runs, as SQLAlchemy names them (`dialect+driver`)."""
+    if not db_url:
+        return "sqlite+pysqlite" if sync else "sqlite+aiosqlite"
+    return "postgresql+psycopg" if sync else f"postgresql+{async_driver}"
+
+
+def url(settings: Settings, sync: bool) -> str:
+    """The engine URL of an app's style."""
+    name = driver(settings.db_url, settings.db_async_driver, sync)
+    if not settings.db_url:
+        return f"{name}:///{settings.db_path}"
+    return name + settings.db_url.removeprefix("postgresql")
 
 
 def make_engine(settings: Settings) -> Engine:
-    """The sync engine (sqlite3 driver)."""
-    engine = create_engine(f"sqlite:///{settings.db_path}", **_pool_kwargs(settings))
-    _on_connect_pragmas(engine, settings.db_busy_timeout_ms)
+    """The sync engine (sqlite3, or psycopg's sync API)."""
+    engine = create_engine(url(settings, sync=True), **_pool_kwargs(settings))
+    if engine.dialect.name == "sqlite":
+        _on_connect_sqlite(engine, settings.db_busy_timeout_ms)
     return engine
 
 
 def make_async_engine(settings: Settings) -> AsyncEngine:
-    """The async engine (aiosqlite driver: each connection runs sqlite3 on its own thread)."""
-    engine = create_async_engine(
-        f"sqlite+aiosqlite:///{settings.db_path}", **_pool_kwargs(settings)
-    )
-    _on_connect_pragmas(engine.sync_engine, settings.db_busy_timeout_ms)
+    """The async engine: aiosqlite (each connection runs sqlite3 on its own thread), psycopg's
+    async API or asyncpg."""
+    engine = create_async_engine(url(settings, sync=False), **_pool_kwargs(settings))
+    if engine.dialect.name == "sqlite":
+        _on_connect_sqlite(engine.sync_engine, settings.db_busy_timeout_ms)
     return engine
 
 

@@ -41,9 +41,12 @@ def choose_fault(fault: Fault, rate: float, rng: random.Random) -> Fault:
     return fault if rate >= 1.0 or rng.random() < rate else "none"
 
 
-def token_text(index: int) -> str:
-    """The deterministic text of the index-th generated token."""
+def token_text(index: int, chars: int = 0) -> str:
+    """The deterministic text of the index-th generated token, its word repeated to `chars`
+    characters when asked (`x-mock-token-chars`: long streams for the backpressure test)."""
     word = _WORDS[index % len(_WORDS)]
+    if len(word) < chars:
+        word = (word * (chars // len(word) + 1))[:chars]
     return word if index == 0 else " " + word
 
 

@@ -14,6 +14,7 @@ MODEL_ID = "mock-llm"
 # The mock model's output limit: more is a 400, as OpenAI answers for a model's own limit
 # (and the mock never draws a latency per token for millions of tokens).
 MAX_OUTPUT_TOKENS = 16_384
+MAX_TOKEN_CHARS = 4096
 
 # The request cannot be served; the message says why (and `param` which field, if one).
 BadRequest = InvalidRequest
@@ -29,6 +30,7 @@ class Plan:
     fault: Fault
     finish_reason: str
     include_usage: bool
+    token_chars: int = 0
 
     @property
     def tokens(self) -> int:
@@ -48,7 +50,9 @@ class ServedStats:
     answers, `stall` (its wait is not the model's) and `abort` are left out, and so is a stream
     the client left early. `served` runs from the handler's start to the last byte handed to the
     server; `ttft` to the first content token handed over (for a non-streaming reply, the whole
-    body, so it equals `served`). `open_streams` counts streams under way, whatever their fate.
+    body, so it equals `served`). `open_streams` counts streams under way, whatever their fate;
+    `streamed_bytes` the stream bytes handed to the server (a reader that stops reading stops it,
+    once the buffers between fill: tests/test_backpressure.py).
 
     The mock is one process with one event loop and nothing awaits between reading and writing
     these numbers, so plain attributes are enough: no locks.
@@ -59,6 +63,7 @@ class ServedStats:
     configured_ms_sum: float = 0.0
     ttft_ms_sum: float = 0.0
     open_streams: int = 0
+    streamed_bytes: int = 0
 
     def record(self, served_s: float, configured_s: float, ttft_s: float) -> None:
         """Count one completed request."""
@@ -115,6 +120,13 @@ def plan_request(
     )
     if min(latency.ttft_ms, latency.itl_ms) < 0 or not 0 <= latency.jitter <= 1:
         raise BadRequest("latencies must be >= 0 and jitter within [0, 1]", None, "invalid_value")
+    token_chars = _header_float(headers, "x-mock-token-chars", 0)
+    if not 0 <= token_chars <= MAX_TOKEN_CHARS or token_chars != int(token_chars):
+        raise BadRequest(
+            f"x-mock-token-chars must be an integer in [0, {MAX_TOKEN_CHARS}]",
+            None,
+            "invalid_value",
+        )
     return Plan(
         model=model,
         delays=latency.delays(max_tokens or settings.mock_output_tokens, rng),
@@ -122,6 +134,7 @@ def plan_request(
         fault=choose_fault(fault, _header_float(headers, "x-mock-fault-rate", default_rate), rng),
         finish_reason="length" if max_tokens else "stop",
         include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+        token_chars=int(token_chars),
     )
 
 
@@ -137,7 +150,7 @@ def usage(plan: Plan) -> dict[str, int]:
 
 def completion(plan: Plan, completion_id: str, created: int) -> dict[str, Any]:
     """The non-streaming `chat.completion` object."""
-    text = "".join(token_text(i) for i in range(plan.tokens))
+    text = "".join(token_text(i, plan.token_chars) for i in range(plan.tokens))
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -175,11 +188,11 @@ def chunk(
     return body
 
 
-def token_delta(index: int) -> dict[str, str]:
+def token_delta(index: int, chars: int = 0) -> dict[str, str]:
     """The delta carrying token `index`; the first also names the role, as OpenAI does."""
     if index == 0:
-        return {"role": "assistant", "content": token_text(0)}
-    return {"content": token_text(index)}
+        return {"role": "assistant", "content": token_text(0, chars)}
+    return {"content": token_text(index, chars)}
 
 
 def usage_chunk(plan: Plan, completion_id: str, created: int) -> dict[str, Any]:

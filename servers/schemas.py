@@ -40,12 +40,15 @@ class ItemCreate(BaseModel):
     @field_validator("name", "description")
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
-        """A lone surrogate (`"\\ud800"` is valid JSON) cannot be encoded for SQLite."""
+        """A lone surrogate (`"\\ud800"` is valid JSON) cannot be encoded for SQLite, and
+        PostgreSQL's text cannot hold NUL: both are refused on every database alike."""
         if value is not None:
             try:
                 value.encode()
             except UnicodeEncodeError:
                 raise ValueError("must be valid Unicode (no lone surrogates)") from None
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters")
         return value
 
 

@@ -46,8 +46,13 @@ class Settings(BaseSettings):
     # the HTTP client and the engine. Off measures what observing costs (the observer effect).
     observe: bool = True
 
-    # Database: SQLAlchemy's QueuePool defaults.
+    # Database: SQLite at `db_path` (embedded, the default), or PostgreSQL at `db_url`
+    # (`postgresql://user@host:port/db`; `make bench-pg` starts its own cluster). On PostgreSQL
+    # `sync` and `blocking` use psycopg's sync API and `async` psycopg's async API or asyncpg.
     db_path: Path = Path(tempfile.gettempdir()) / "sync-async-lab.sqlite3"
+    db_url: str = Field("", pattern=r"^(postgresql://.*)?$")
+    db_async_driver: Literal["psycopg", "asyncpg"] = "psycopg"
+    # SQLAlchemy's QueuePool defaults.
     db_pool_size: int = Field(5, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout_s: float = Field(30.0, gt=0)

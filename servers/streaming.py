@@ -15,11 +15,19 @@ is finalized by asyncio's async-generator hook on the loop instead, and httpcore
 takes no thread lock. The lab keeps the failure reproducible (`stream_close = "generator"`, the
 default, what users write) and measures the fix (`"response"`).
 
+The closing response also ends the upstream read at once when the client leaves: a worker
+thread blocked in a socket read cannot be cancelled, so it shuts the upstream socket down
+(`network_stream` response extension, documented by httpx and httpcore), the read returns, the
+relay ends with an error event nobody reads, and the connection is discarded. Without it the
+relay waits for the next upstream token (or the first, while the model thinks).
+
 Hand-written because no library offers it: Starlette's `BackgroundTask` runs only after a
 complete send, and `StreamingResponse` has no close hook.
 """
 
+import contextlib
 import inspect
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -27,7 +35,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 Content = Iterator[bytes] | AsyncIterator[bytes]
 # How long a close waits for a generator a worker thread is still running (one upstream read).
@@ -44,16 +52,50 @@ class ClosingStreamingResponse(StreamingResponse):
     dependencies the same way, in `fastapi.concurrency.contextmanager_in_threadpool`).
     """
 
-    def __init__(self, content: Content, **kwargs: Any) -> None:
+    def __init__(self, content: Content, *, upstream: Any = None, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self._content = content
+        self._upstream = upstream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_abort() -> Message:
+            # Starlette's send loop waits for the worker's read (a thread cannot be cancelled)
+            # before it returns: the read is ended here, as the client's leaving is heard.
+            message = await receive()
+            if message["type"] == "http.disconnect" and running_in_a_thread(self._content):
+                abort_read(self._upstream)
+            return message
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive_and_abort, send)
         finally:
             with anyio.CancelScope(shield=True):
                 await close_content(self._content)
+
+
+def plain_streaming_response(
+    content: Content, *, upstream: Any = None, **kwargs: Any
+) -> StreamingResponse:
+    """Starlette's own response (`stream_close = "generator"`); `upstream` is not used."""
+    del upstream
+    return StreamingResponse(content, **kwargs)
+
+
+def running_in_a_thread(content: Content) -> bool:
+    """A sync body generator that a worker thread is still running (the client left mid-read)."""
+    return inspect.isgenerator(content) and (
+        inspect.getgeneratorstate(content) == inspect.GEN_RUNNING
+    )
+
+
+def abort_read(upstream: Any) -> None:
+    """Shut down the socket of an upstream response so a read blocked on it returns now."""
+    extensions = getattr(upstream, "extensions", None) or {}
+    stream = extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed by the other side
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 async def close_content(content: Content) -> None:
@@ -84,5 +126,8 @@ def _close_soon(close: Callable[[], None]) -> None:
 
 
 def response_class(stream_close: str) -> StreamFactory:
-    """The streaming response of a `stream_close` setting: `generator` or `response`."""
-    return ClosingStreamingResponse if stream_close == "response" else StreamingResponse
+    """The streaming response of a `stream_close` setting: `generator` or `response`.
+
+    Both take the upstream response as `upstream=`; only the closing one uses it.
+    """
+    return ClosingStreamingResponse if stream_close == "response" else plain_streaming_response

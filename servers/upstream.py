@@ -73,7 +73,11 @@ async def _stream(
             if plan.fault == "abort" and i == plan.tokens // 2:
                 raise MockAbort("mock fault: stream aborted")
             await asyncio.sleep(delay)
-            yield sse_data(mock.chunk(plan, completion_id, created, mock.token_delta(i)))
+            event = sse_data(
+                mock.chunk(plan, completion_id, created, mock.token_delta(i, plan.token_chars))
+            )
+            yield event
+            stats.streamed_bytes += len(event)  # resumed: the server has taken it
             if i == 0:  # resumed: the server has taken the first token
                 ttft_s = time.perf_counter() - started
         yield sse_data(mock.chunk(plan, completion_id, created, {}, plan.finish_reason))

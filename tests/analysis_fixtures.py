@@ -803,3 +803,155 @@ def write_rate_run(
     for row in rows:
         (run / str(row["cell_id"])).mkdir()
     return run
+
+
+# --- `make bench-pg`: the DB scenarios on SQLite (base cells) and PostgreSQL (named arms) ---------
+DB_USERS = 200
+DB_WAIT_MS = 20
+# (scenario, variant, arm, db, pool size, max overflow) -> each repeat: req/s, or what went wrong
+# ("deadlock": `stalled`; "stall": a 10.3 s gap ended by pool-timeout errors, not steady;
+# "invalid": the load side saturated, with a fast-looking 5,000 req/s that must never show).
+DbPlan = dict[tuple[str, str, str, str, int, int], tuple[float | str, ...]]
+DB_STALL_RPS = 3.0
+DB_INVALID_RPS = 5000.0
+DB_ARMS: tuple[tuple[str, str], ...] = (
+    ("pg", "db_url = lab"),
+    ("pg_asyncpg", "db_url = lab, db_async_driver = asyncpg"),
+    ("pg_pool40", "db_url = lab, db_pool_size = 40, db_max_overflow = 0"),
+    ("pg_asyncpg_pool40", "db_url = lab, db_async_driver = asyncpg, db_pool_size = 40"),
+)
+
+
+def db_plan() -> DbPlan:
+    """postgres.toml's run, shaped so that: on `items_read` `async def` + sync lib leads on
+    SQLite and `def` with a 40-connection pool on PostgreSQL (the verdict changes); on
+    `items_wait` `async def` leads on both (it does not); on `items_write` every style is within
+    the noise on both (no clear leader either side: no change)."""
+    lite, aio, pg, apg = (
+        "sqlite+pysqlite",
+        "sqlite+aiosqlite",
+        "postgresql+psycopg",
+        "postgresql+asyncpg",
+    )
+    return {
+        ("items_read", "sync", "", lite, 5, 10): ("stall", "stall"),
+        ("items_read", "async", "", aio, 5, 10): (1000.0, 1040.0),
+        ("items_read", "blocking", "", lite, 5, 10): (2600.0, 2700.0),
+        ("items_read", "sync", "pg", pg, 5, 10): ("deadlock", "deadlock"),
+        ("items_read", "async", "pg", pg, 5, 10): (900.0, 950.0),
+        ("items_read", "blocking", "pg", pg, 5, 10): (600.0, "stall"),
+        ("items_read", "async", "pg_asyncpg", apg, 5, 10): (1200.0, 1250.0),
+        ("items_read", "sync", "pg_pool40", pg, 40, 0): (1500.0, 1560.0),
+        ("items_read", "async", "pg_pool40", pg, 40, 0): (950.0, 980.0),
+        ("items_read", "async", "pg_asyncpg_pool40", apg, 40, 0): (1300.0, 1350.0),
+        ("items_wait", "sync", "", lite, 5, 10): ("stall", "stall"),
+        ("items_wait", "async", "", aio, 5, 10): (440.0, 450.0),
+        ("items_wait", "blocking", "", lite, 5, 10): (40.0, 42.0),
+        ("items_wait", "sync", "pg", pg, 5, 10): ("deadlock", "deadlock"),
+        ("items_wait", "async", "pg", pg, 5, 10): (470.0, 480.0),
+        ("items_wait", "blocking", "pg", pg, 5, 10): (40.0, 41.0),
+        ("items_wait", "async", "pg_asyncpg", apg, 5, 10): (540.0, 550.0),
+        ("items_wait", "sync", "pg_pool40", pg, 40, 0): (1500.0, 1520.0),
+        ("items_wait", "async", "pg_pool40", pg, 40, 0): (1700.0, 1750.0),
+        ("items_wait", "async", "pg_asyncpg_pool40", apg, 40, 0): (1900.0, 1950.0),
+        ("items_write", "sync", "", lite, 5, 10): (700.0, 720.0),
+        ("items_write", "async", "", aio, 5, 10): (710.0, 730.0),
+        ("items_write", "blocking", "", lite, 5, 10): (690.0, 740.0),
+        ("items_write", "sync", "pg", pg, 5, 10): (720.0, 740.0),
+        ("items_write", "async", "pg", pg, 5, 10): (730.0, 745.0),
+        ("items_write", "blocking", "pg", pg, 5, 10): ("invalid", "invalid"),
+        ("items_write", "async", "pg_asyncpg", apg, 5, 10): (725.0, 735.0),
+        ("items_write", "sync", "pg_pool40", pg, 40, 0): (735.0, 745.0),
+        ("items_write", "async", "pg_pool40", pg, 40, 0): (730.0, 750.0),
+        ("items_write", "async", "pg_asyncpg_pool40", apg, 40, 0): (740.0, 742.0),
+    }
+
+
+def db_run_rows(plan: DbPlan | None = None, users: int = DB_USERS) -> list[dict]:
+    """summary.csv rows of a bench-pg run: Little's law holds in the counted cells; PostgreSQL's
+    CPU rps / 20 % of a core on PostgreSQL cells, empty on SQLite."""
+    rows = []
+    for (scenario, variant, arm, db, size, overflow), values in (plan or db_plan()).items():
+        for repeat, value in enumerate(values, start=1):
+            rps = (
+                float(value)
+                if isinstance(value, float)
+                else (DB_INVALID_RPS if value == "invalid" else DB_STALL_RPS)
+            )
+            row = summary_row(Cell(scenario, variant, "-", users, repeat, arm=arm))
+            mean_ms = users / rps * 1000
+            requests = round(rps * 2)
+            row.update(
+                observe=True,
+                db=db,
+                db_pool_size=size,
+                db_max_overflow=overflow,
+                db_cpu_pct=round(rps / 20, 1) if db.startswith("postgresql") else "",
+                rps=rps,
+                requests=requests,
+                ok=requests,
+                p50_ms=round(mean_ms * 0.9, 2),
+                p90_ms=round(mean_ms * 1.3, 2),
+                p95_ms=round(mean_ms * 1.5, 2),
+                p99_ms=round(mean_ms * 2, 2),
+                max_ms=round(mean_ms * 3, 2),
+                gap_max_s=0.2,
+                threadpool_tokens=TOKENS,
+                upstream_latency_ms="",
+                valid=True,
+                invalid_reason="",
+                loadgen_cpu_pct=55.0,
+            )
+            if value == "deadlock":
+                row.update(
+                    stalled=True,
+                    steady=False,
+                    gap_max_s=12.4,
+                    censored=users,
+                    censored_min_ms=12_000.0,
+                    stall_evidence=f"no completion for 12.4 s with {users} in flight",
+                )
+            elif value == "stall":
+                row.update(
+                    steady=False,
+                    gap_max_s=10.3,
+                    errors=40,
+                    failures=40,
+                    stall_evidence=f"no completion for 10.3 s with {users} in flight",
+                )
+            elif value == "invalid":
+                row.update(valid=False, invalid_reason="load generator at 97% of its core")
+            rows.append(row)
+    return rows
+
+
+def write_db_run(
+    root: Path,
+    rows: list[dict] | None = None,
+    name: str = "pg-run",
+    drop: tuple[str, ...] = (),
+    db_wait_ms: int | None = DB_WAIT_MS,
+) -> Path:
+    """A run folder of `make bench-pg` (summary and manifest, cell folders without raw files);
+    `drop`: summary columns left out, as an older orchestrator wrote it."""
+    run = root / name
+    run.mkdir(parents=True)
+    rows = db_run_rows() if rows is None else rows
+    header = [c for c in SUMMARY_HEADER if c not in drop]
+    with (run / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    matrix: dict[str, object] = {
+        "users": [DB_USERS],
+        "repeats": 2,
+        "arms": [
+            {"name": n, "env": dict(kv.split(" = ") for kv in e.split(", "))} for n, e in DB_ARMS
+        ],
+    }
+    if db_wait_ms is not None:
+        matrix["db_wait_ms"] = db_wait_ms
+    write_manifest(run, {**MANIFEST, "run_id": name, "matrix": matrix})
+    for row in rows:
+        (run / str(row["cell_id"])).mkdir()
+    return run

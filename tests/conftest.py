@@ -12,12 +12,33 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import contract
+from loadtests.postgres import run_postgres
 from servers.timing import instrument_client
 
 VARIANTS = contract.VARIANTS
 UPSTREAM_BASE = "http://upstream.test/v1"
 SEED_ROWS = 50
 CHAT_BODY = {"model": "mock", "messages": [{"role": "user", "content": "hello there"}]}
+# Every app style with every PostgreSQL driver it can run: (variant, LAB_DB_ASYNC_DRIVER).
+PG_ARMS: list[tuple[str, str]] = [
+    ("sync", "psycopg"),
+    ("async", "psycopg"),
+    ("async", "asyncpg"),
+    ("blocking", "psycopg"),
+]
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL cluster the lab starts itself (loadtests/postgres.py), one per test module
+    (half a second): a session-wide one would be stopped by the interrupt tests, which signal
+    every child the orchestrator's `spawn` registered, as a Ctrl-C during a run must.
+
+    In the system temp folder, not pytest's: as root, postgres runs as `nobody`, who cannot
+    enter pytest's private folders.
+    """
+    with run_postgres() as cluster:
+        yield cluster.url
 
 
 def load_app(variant: str) -> FastAPI:

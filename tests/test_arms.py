@@ -23,6 +23,7 @@ import httpcore
 import httpcore2
 import httpx
 import httpx2
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
@@ -35,7 +36,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from servers import common, db, streaming
 from servers.sse import DONE, MEDIA_TYPE, sse_data
-from tests.conftest import VARIANTS, FakeUpstream, fake_completion
+from tests.conftest import PG_ARMS, VARIANTS, FakeUpstream, fake_completion
 from tests.test_parity import REQUESTS, calls, is_async, routes
 
 # Every setting an arm changes: cleared for the default, so an exported LAB_* cannot leak in.
@@ -47,7 +48,16 @@ ARM_KEYS = (
     "LAB_STREAM_CLOSE",
     "LAB_HTTP_MAX_CONCURRENCY",
     "LAB_HTTP_CLIENT",
+    "LAB_DB_URL",
+    "LAB_DB_ASYNC_DRIVER",
+    "LAB_DB_MAX_OVERFLOW",
+    "LAB_DB_RESET",
 )
+# An arm's LAB_DB_URL meaning "the session's PostgreSQL cluster" (conftest `pg_url`); each
+# server drops and re-seeds the table, so every arm starts from the default's rows.
+PG = "lab"
+_CLUSTER: dict[str, str] = {}
+POSTGRES = {"LAB_DB_URL": PG, "LAB_DB_RESET": "true"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ ARMS = [
     Arm("http-max-concurrency", {"LAB_HTTP_MAX_CONCURRENCY": "3"}),
     Arm("httpx2", {"LAB_HTTP_CLIENT": "httpx2"}),
     Arm("aiohttp", {"LAB_HTTP_CLIENT": "aiohttp"}, ("async",)),
+    Arm("postgres", POSTGRES),
+    Arm("postgres-asyncpg", {**POSTGRES, "LAB_DB_ASYNC_DRIVER": "asyncpg"}, ("async",)),
+    Arm("postgres-pool-40", {**POSTGRES, "LAB_DB_POOL_SIZE": "40", "LAB_DB_MAX_OVERFLOW": "0"}),
 ]
 ARM_CASES = [
     pytest.param(arm, variant, id=f"{arm.name}-{variant}")
@@ -172,6 +185,8 @@ def environ(env: dict[str, str]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in keys}
     for key in ARM_KEYS:
         os.environ.pop(key, None)
+    if env.get("LAB_DB_URL") == PG:
+        env = {**env, "LAB_DB_URL": _CLUSTER["url"]}
     os.environ.update(env)
     try:
         yield
@@ -194,6 +209,15 @@ def arm_app(variant: str, env: dict[str, str]) -> Iterator[FastAPI]:
     finally:
         with environ({}):
             importlib.reload(module)
+
+
+@pytest.fixture(autouse=True)
+def postgres_when_the_arm_needs_it(request: pytest.FixtureRequest) -> None:
+    """Start (once) the session's PostgreSQL cluster for an arm on it."""
+    params = getattr(request.node, "callspec", None)
+    arm = params.params.get("arm") if params else None
+    if isinstance(arm, Arm) and arm.env.get("LAB_DB_URL") == PG:
+        _CLUSTER["url"] = request.getfixturevalue("pg_url")
 
 
 @pytest.fixture(autouse=True)
@@ -479,9 +503,10 @@ def test_stream_close_response_uses_the_closing_response(
     variant: str, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with running(variant, base_env) as (app, _):
-        # Starlette's response (a subclass is tolerated), which never closes its body.
-        assert issubclass(app.state.stream, StreamingResponse)
-        assert not issubclass(app.state.stream, streaming.ClosingStreamingResponse)
+        # Starlette's own response, which never closes its body.
+        assert app.state.stream is streaming.plain_streaming_response
+        made = app.state.stream(iter([b"x"]), upstream=None)
+        assert type(made) is StreamingResponse
     closed: list[object] = []
     own_close = streaming.close_content
 
@@ -548,3 +573,23 @@ def test_aiohttp_is_refused_where_a_sync_client_is_needed() -> None:
     with pytest.raises(ValueError, match="async app"):
         proxy.http_module(Settings(http_client="aiohttp"), sync=True)
     assert proxy.http_module(Settings(http_client="httpx2"), sync=True).__name__ == "httpx2"
+
+
+@pytest.mark.parametrize(("variant", "driver"), PG_ARMS)
+def test_postgres_driver_reaches_the_engine(
+    variant: str, driver: str, base_env: dict[str, str], pg_url: str
+) -> None:
+    """The arm runs the driver it names, on the cluster: a row written through the app is in
+    PostgreSQL, and the async app's driver is an async one."""
+    _CLUSTER["url"] = pg_url
+    env = {**base_env, **POSTGRES, "LAB_DB_ASYNC_DRIVER": driver}
+    with running(variant, env) as (app, client):
+        engine = app.state.engine
+        want = "postgresql+psycopg" if variant != "async" else f"postgresql+{driver}"
+        assert engine.url.drivername == want
+        assert engine.dialect.is_async == (variant == "async")
+        created = client.post("/items", json={"name": f"via-{variant}-{driver}", "price": 1.0})
+        assert created.status_code == 201
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT name FROM items WHERE id = %s", (created.json()["id"],))
+        assert row.fetchone() == (f"via-{variant}-{driver}",)

@@ -5,9 +5,9 @@ how long the count takes to return to zero. Tokens are `GAP_MS` apart, so the ti
 
 - `async` (every client, either `LAB_STREAM_CLOSE`): at once. Starlette cancels the task
   awaiting the upstream, and the relay's `finally` closes the upstream response.
-- `sync` with `LAB_STREAM_CLOSE=response`: when the next token arrives. The relay's worker
-  thread sits in a socket read nothing can interrupt; the closing response closes the relay as
-  soon as that read returns.
+- `sync` with `LAB_STREAM_CLOSE=response`: at once. The relay's worker thread sits in a socket
+  read no cancellation reaches; the closing response shuts the upstream socket down as it hears
+  the client leave, so the read returns and the relay closes (`servers/streaming.py`).
 - `sync` with the default `generator`: never. Starlette returns without closing a sync relay
   whose client left, so the proxy keeps its upstream stream (and its pool connection) until the
   upstream ends it or the garbage collector closes the relay: after `REPEATS` leaves, some
@@ -15,9 +15,11 @@ how long the count takes to return to zero. Tokens are `GAP_MS` apart, so the ti
 - `blocking`, either close: never, until the upstream stream ends. Its relay reads the upstream
   on the event loop and a send that does not wait is no checkpoint, so the loop never runs the
   task that would hear the client leave; it reads (and discards) the whole upstream stream.
+  Nothing in the process can hear the client while the only thread that could is blocked: this
+  is what blocking inside `async def` means, not a bug a setting could fix.
 
-The issue asks for "within 1 s in every variant": only `async` meets it; the others are
-tested for what they do, so a change in either direction shows.
+The issue asks for "within 1 s in every variant": `async` and `sync` with the closing response
+meet it; the others are tested for what they do, so a change in either direction shows.
 """
 
 from collections.abc import Iterator
@@ -40,9 +42,9 @@ from tests.live import (
 
 pytestmark = pytest.mark.integration
 
-GAP_MS = 800  # between tokens (and before the first, when the client leaves before it)
-TOKENS = 4
-PROMPT_S = 1.0  # "at once"
+GAP_MS = 1500  # between tokens (and before the first, when the client leaves before it)
+TOKENS = 2
+PROMPT_S = 1.0  # "at once": before the next token could end the stream by itself
 REPEATS = 100
 
 # Every client arm with the default close, and each variant with `LAB_STREAM_CLOSE=response`.
@@ -56,7 +58,7 @@ def expected(variant: str, close: str) -> str:
     if variant == "async":
         return "at once"
     if variant == "sync" and close == "response":
-        return "at the next token"
+        return "at once"
     return "never"
 
 
@@ -74,7 +76,7 @@ def arm(
     env = {"LAB_HTTP_CLIENT": client, "LAB_STREAM_CLOSE": close, "LAB_HTTP_TIMEOUT_S": "30"}
     tmp: Path = tmp_path_factory.mktemp("-".join(request.param))
     with live_proxy(variant, mock_url, tmp, env) as url:
-        yield variant, close, url
+        yield variant, client, close, url
 
 
 def open_streams(mock_url: str) -> int:
@@ -103,19 +105,17 @@ WHOLE_STREAM_S = TOKENS * GAP_MS / 1000
 
 @pytest.mark.parametrize("when", list(WHEN))
 def test_leaving_ends_the_upstream_stream(
-    arm: tuple[str, str, str], mock_url: str, when: str
+    arm: tuple[str, str, str, str], mock_url: str, when: str
 ) -> None:
-    variant, close, url = arm
+    variant, _, close, url = arm
     headers, read_first = WHEN[when]
     assert wait_for(lambda: open_streams(mock_url) == 0, WHOLE_STREAM_S + 2) is not None
     leave(url, headers, read_first)
-    took = wait_for(lambda: open_streams(mock_url) == 0, GAP_MS / 1000 + PROMPT_S)
+    took = wait_for(lambda: open_streams(mock_url) == 0, PROMPT_S)
     expect = expected(variant, close)
     print(f"\ndisconnect {variant}/{close} {when}: upstream closed after {took} s ({expect})")
     if expect == "at once":
         assert took is not None and took < PROMPT_S
-    elif expect == "at the next token":
-        assert took is not None and took > PROMPT_S / 4
     else:
         assert took is None, "this arm now ends the upstream stream: update the module doc"
         # It ends when the upstream does: the next test starts from zero.
@@ -123,18 +123,22 @@ def test_leaving_ends_the_upstream_stream(
 
 
 def test_many_leaves_leave_no_stream_or_connection_in_use(
-    arm: tuple[str, str, str], mock_url: str
+    arm: tuple[str, str, str, str], mock_url: str
 ) -> None:
-    variant, close, url = arm
-    headers = {"x-mock-ttft-ms": "1", "x-mock-itl-ms": "100"}
+    variant, client, close, url = arm
+    if (variant, client, close) == ("sync", "httpx", "generator"):
+        pytest.skip(
+            "deadlocks the server under httpcore's pool lock (encode/httpcore#990), as "
+            "tests/test_stall_repro.py proves in a child process; README `def` stalls"
+        )
+    headers = {"x-mock-ttft-ms": "1", "x-mock-itl-ms": "30"}  # short streams: blocking reads each
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: leave(url, headers, True), range(REPEATS)))
     streams_closed = wait_for(lambda: open_streams(mock_url) == 0, 5)
     if variant == "sync" and close == "generator":
-        # The relays nobody closed hold their connections (the known leak; 12-17 of 100 in most
-        # runs, fewer when the garbage collector finalizes them sooner), and they can deadlock
-        # the server (README "`def` stalls"; seen here: even /metrics timed out). Only the
-        # upstream side is asserted for this arm.
+        # httpx2: the relays nobody closed hold their connections until the garbage collector
+        # closes them (httpx2's pool does not deadlock on it). Only the upstream side is
+        # asserted for this arm.
         assert streams_closed is not None
         return
     # The pool gauge is the peak of the last second: two windows with nothing in use.

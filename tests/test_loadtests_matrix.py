@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from contract import DB_SCENARIOS
 from loadtests.matrix import CELL_OVERHEAD_S, Cell, MatrixSpec
+from loadtests.postgres import LAB_CLUSTER
 from loadtests.scenarios import SCENARIOS
 
 MATRICES = Path(__file__).resolve().parent.parent / "loadtests" / "matrices"
@@ -112,7 +114,8 @@ def test_estimate_adds_cells() -> None:
 
 def test_default_matrix_covers_the_issue_and_fits_20_minutes() -> None:
     spec = MatrixSpec.from_toml(MATRICES / "default.toml")
-    assert set(spec.scenarios) == set(SCENARIOS)
+    # items_wait is the PostgreSQL question's scenario (postgres.toml, below).
+    assert set(spec.scenarios) == set(SCENARIOS) - {"items_wait"}
     assert set(spec.variants) == {"sync", "async", "blocking"}
     assert "aiohttp" in spec.async_clients
     assert min(spec.users) <= 10 and max(spec.users) == 200
@@ -123,6 +126,20 @@ def test_default_matrix_covers_the_issue_and_fits_20_minutes() -> None:
     # The observer-effect pair is in the run.
     assert any(arm.env.get("observe") is False for arm in spec.arms)
     assert spec.estimate_s() < 20 * 60
+
+
+def test_postgres_matrix_runs_every_db_scenario_style_and_driver_on_both_databases() -> None:
+    spec = MatrixSpec.from_toml(MATRICES / "postgres.toml")
+    assert set(spec.scenarios) == set(DB_SCENARIOS)
+    assert set(spec.variants) == {"sync", "async", "blocking"}  # SQLite, the base cells
+    pg = [arm for arm in spec.arms if arm.env.get("db_url") == LAB_CLUSTER]
+    ran = {(v, arm.env.get("db_async_driver", "psycopg")) for arm in pg for v in arm.variants}
+    assert ran >= {("sync", "psycopg"), ("async", "psycopg"), ("async", "asyncpg")}
+    assert ran >= {("blocking", "psycopg")}
+    pools = {(arm.env.get("db_pool_size", 5), arm.env.get("db_max_overflow", 10)) for arm in pg}
+    assert pools == {(5, 10), (40, 0)}  # SQLAlchemy's default and one connection per token
+    assert spec.repeats >= 2
+    assert spec.estimate_s() < 15 * 60
 
 
 def test_quick_matrix_fits_3_minutes() -> None:

@@ -225,3 +225,11 @@ def test_upstream_capacity_command(tmp_path: Path) -> None:
     assert option(cmd, "--ready-path") == "/health"
     assert option(cmd, "--window-min") == option(cmd, "--window-max") == "15"
     assert option(cmd, "--sample-target") == "0" and option(cmd, "--warmup-seconds") == "2"
+
+
+def test_help_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every option's help text formats (a bare `%` in one made `--help` crash)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert "--db-wait-ms" in capsys.readouterr().out

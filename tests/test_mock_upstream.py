@@ -184,7 +184,14 @@ def test_models_and_health(upstream: TestClient) -> None:
     assert upstream.get("/health").json() == {"status": "ok"}
 
 
-STATS_KEYS = {"requests", "served_ms_sum", "configured_ms_sum", "ttft_ms_sum", "open_streams"}
+STATS_KEYS = {
+    "requests",
+    "served_ms_sum",
+    "configured_ms_sum",
+    "ttft_ms_sum",
+    "open_streams",
+    "streamed_bytes",
+}
 
 
 def test_stats_start_at_zero(upstream: TestClient) -> None:
@@ -211,6 +218,28 @@ def test_stats_count_completed_requests_served_near_configured(upstream: TestCli
     assert 3 * 30 + 3 * 50 - 4 <= stats["ttft_ms_sum"] <= 3 * 30 + 3 * 50 + 6 * 40, stats
     assert stats["ttft_ms_sum"] < stats["served_ms_sum"] - 3 * 15  # streams: TTFT < total
     assert stats["open_streams"] == 0
+
+
+def test_streamed_bytes_count_the_token_events_and_token_chars_lengthen_them(
+    upstream: TestClient,
+) -> None:
+    stream = {**BODY, "max_tokens": 3, "stream": True}
+    sizes = []
+    for chars in ("0", "100"):
+        headers = {"x-mock-itl-ms": "0", "x-mock-ttft-ms": "0", "x-mock-token-chars": chars}
+        before = upstream.get("/stats").json()["streamed_bytes"]
+        with upstream.stream("POST", "/v1/chat/completions", json=stream, headers=headers) as r:
+            events = [line for line in r.iter_lines() if '"content":' in line]
+        assert len(events) == 3
+        deltas = [json.loads(e.removeprefix("data: "))["choices"][0]["delta"] for e in events]
+        contents = [delta["content"] for delta in deltas]
+        if chars == "100":
+            assert [len(c.strip()) for c in contents] == [100, 100, 100]
+        sizes.append(upstream.get("/stats").json()["streamed_bytes"] - before)
+        assert sizes[-1] == sum(len(e) + 2 for e in events)  # each event and its blank line
+    assert sizes[1] > sizes[0] + 3 * 90
+    bad = {"x-mock-token-chars": "5000"}
+    assert upstream.post("/v1/chat/completions", json=BODY, headers=bad).status_code == 400
 
 
 def test_stats_configured_includes_jitter(upstream: TestClient) -> None:
@@ -276,6 +305,7 @@ def test_served_stats_arithmetic() -> None:
             "configured_ms_sum": 100.0,
             "ttft_ms_sum": 70.0,
             "open_streams": 0,
+            "streamed_bytes": 0,
         }
     )
     plan = mock.plan_request(

@@ -1,6 +1,7 @@
 """`servers/streaming.py`: Starlette leaves a body generator open when the client leaves; the
 closing response does not, whatever state the generator is in."""
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -105,4 +106,63 @@ def test_a_finished_generator_costs_no_thread(monkeypatch: pytest.MonkeyPatch) -
 
 def test_response_class_follows_the_setting() -> None:
     assert streaming.response_class("response") is streaming.ClosingStreamingResponse
-    assert streaming.response_class("generator") is StreamingResponse
+    assert streaming.response_class("generator") is streaming.plain_streaming_response
+
+
+class SocketBody:
+    """A sync relay blocked reading a socket, as the `def` relay waits for an upstream token."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+        self.read_returned_after_s: float | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield b"data: first\n\n"
+            start = time.monotonic()
+            self.sock.recv(1)  # nothing ever comes: the upstream's next token is far away
+            self.read_returned_after_s = time.monotonic() - start
+            yield b"data: error\n\n"
+        finally:
+            self.closed = True
+
+
+class Upstream:
+    """What the closing response needs of an httpx response: its `network_stream`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        stream = type("Stream", (), {"get_extra_info": lambda _self, key: sock})()
+        self.extensions = {"network_stream": stream}
+
+
+@pytest.mark.timeout(10)
+def test_the_closing_response_ends_a_blocked_upstream_read_when_the_client_leaves() -> None:
+    ours, theirs = socket.socketpair()
+    body = SocketBody(ours)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        await anyio.sleep(0.2)  # the client leaves while the relay waits for the next token
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+        response = streaming.ClosingStreamingResponse(iter(body), upstream=Upstream(ours))
+        await response(scope, receive, send)
+
+    try:
+        anyio.run(main)
+        assert body.closed
+        assert body.read_returned_after_s is not None and body.read_returned_after_s < 1
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_the_plain_response_takes_and_ignores_the_upstream() -> None:
+    response = streaming.plain_streaming_response(iter([b"x"]), upstream=object())
+    assert type(response) is StreamingResponse

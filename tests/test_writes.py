@@ -1,6 +1,7 @@
 """Concurrent `POST /items` against a real server of each variant loses nothing: every 2xx answer
 is exactly one row, every new row answered 2xx, and no write fails with "database is locked"
-(WAL, SQLite's busy timeout; a 503 in the envelope, not a 500, if the wait ever ran out)."""
+(WAL, SQLite's busy timeout; a 503 in the envelope, not a 500, if the wait ever ran out).
+The same on PostgreSQL, with every driver each style can run."""
 
 import sqlite3
 import threading
@@ -9,8 +10,10 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from tests.conftest import PG_ARMS
 from tests.live import live_proxy
 
 pytestmark = pytest.mark.integration
@@ -18,12 +21,22 @@ pytestmark = pytest.mark.integration
 USERS, SECONDS, SEED = 50, 2.0, 100
 
 
-@pytest.mark.parametrize("variant", ["sync", "async", "blocking"])
-def test_concurrent_writes_are_each_one_row(variant: str, tmp_path: Path) -> None:
+ARMS = [pytest.param(v, "sqlite", id=f"{v}-sqlite") for v in ("sync", "async", "blocking")] + [
+    pytest.param(v, driver, id=f"{v}-postgres-{driver}") for v, driver in PG_ARMS
+]
+
+
+@pytest.mark.parametrize(("variant", "db"), ARMS)
+def test_concurrent_writes_are_each_one_row(
+    variant: str, db: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     answers: list[tuple[str, int, dict]] = []
     failures: list[str] = []
     lock = threading.Lock()
-    with live_proxy(variant, "http://127.0.0.1:9", tmp_path) as url:
+    env = {}
+    if db != "sqlite":
+        env = {"LAB_DB_URL": request.getfixturevalue("pg_url"), "LAB_DB_ASYNC_DRIVER": db}
+    with live_proxy(variant, "http://127.0.0.1:9", tmp_path, env) as url:
         deadline = time.monotonic() + SECONDS
 
         def user(n: int) -> None:
@@ -46,14 +59,11 @@ def test_concurrent_writes_are_each_one_row(variant: str, tmp_path: Path) -> Non
             thread.start()
         for thread in threads:
             thread.join(60)
-    rows = sqlite3.connect(tmp_path / "items.sqlite3").execute(
-        "SELECT id, name FROM items WHERE id > ?", (SEED,)
-    )
-    stored = {(row_id, name) for row_id, name in rows}
+        stored = stored_rows(tmp_path, env.get("LAB_DB_URL"))
     statuses = Counter(status for _, status, _ in answers)
     answered = {(body["id"], name) for name, status, body in answers if status == 201}
     refused = {name for name, status, _ in answers if status != 201}
-    print(f"\nwrites {variant}: {dict(statuses)} answers, {len(stored)} new rows")
+    print(f"\nwrites {variant}/{db}: {dict(statuses)} answers, {len(stored)} new rows")
     assert failures == []
     assert set(statuses) <= {201, 503}, statuses  # no 500, "database is locked" or other
     assert all(body["error"]["code"] in ("db_locked", "db_pool_timeout")
@@ -62,3 +72,13 @@ def test_concurrent_writes_are_each_one_row(variant: str, tmp_path: Path) -> Non
     assert answered == stored  # each 2xx is one row and each new row was a 2xx
     assert len(answered) == statuses[201]  # no two answers share a row
     assert not refused & {name for _, name in stored}  # a 503 stored nothing
+
+
+def stored_rows(tmp_path: Path, pg_url: str | None) -> set[tuple[int, str]]:
+    """The rows written after the seed, read straight from the database (server still up)."""
+    if pg_url:
+        with psycopg.connect(pg_url) as conn:
+            query = "SELECT id, name FROM items WHERE id > %s"
+            return set(conn.execute(query, (SEED,)).fetchall())
+    with sqlite3.connect(tmp_path / "items.sqlite3") as conn:
+        return set(conn.execute("SELECT id, name FROM items WHERE id > ?", (SEED,)).fetchall())

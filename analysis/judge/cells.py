@@ -53,6 +53,16 @@ def arms(summary: pd.DataFrame) -> pd.Series:
     return column(summary, "arm", DEFAULT_ARM).astype(str).str.strip()
 
 
+def postgres_arms(summary: pd.DataFrame) -> set[str]:
+    """Named arms whose every cell ran on PostgreSQL (summary `db`): the same apps on another
+    database (`make bench-pg`), compared in their own report section, not a setting's fix."""
+    if "db" not in summary:
+        return set()
+    named = arms(summary)
+    pg = column(summary, "db", "").astype(str).str.strip().str.lower().str.startswith("postgresql")
+    return {str(arm) for arm in set(named) - {DEFAULT_ARM} if bool(pg[named == arm].all())}
+
+
 def load_side_only(reason: object) -> bool:
     """Whether an `invalid_reason` blames only the load generator (or the shared load core)."""
     parts = [p.strip() for p in str(reason or "").split(";") if p.strip()]

@@ -18,7 +18,7 @@ import pandas as pd
 
 import contract
 from analysis.fmt import ms, rate
-from analysis.judge.cells import DEFAULT_ARM, arms, column
+from analysis.judge.cells import DEFAULT_ARM, arms, column, postgres_arms
 from analysis.judge.observer import observer_arms
 from analysis.judge.samples import GE, tail, too_small
 from analysis.judge.transform import at_reference_tokens, require_columns, sample_counts, scenarios
@@ -178,9 +178,10 @@ COMPARISON_ARMS: frozenset[str] = frozenset({STREAM_FIX_ARM})
 
 def fix_arms(summary: pd.DataFrame) -> list[str]:
     """Named arms that change a server setting (not the observer-effect arms, nor the
-    COMPARISON_ARMS of another section), sorted."""
+    COMPARISON_ARMS of another section, nor arms that moved the app to PostgreSQL: the
+    "SQLite vs PostgreSQL" section's), sorted."""
     named = set(arms(summary)) - {DEFAULT_ARM} - set(observer_arms(summary)) - COMPARISON_ARMS
-    return sorted(named)
+    return sorted(named - postgres_arms(summary))
 
 
 def stall_scenarios(summary: pd.DataFrame) -> list[str]:

@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 import contract  # noqa: E402
 from analysis.judge.capacity import capacities, rate_cells, rate_points, run_slo  # noqa: E402
 from analysis.judge.clients import client_scenarios, client_table  # noqa: E402
+from analysis.judge.databases import database_table, db_scenarios, has_postgres  # noqa: E402
 from analysis.judge.stalls import stall_scenarios, stall_table  # noqa: E402
 from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
 from analysis.judge.transform import at_reference_tokens, excluded, usable  # noqa: E402
@@ -34,6 +35,7 @@ from analysis.plot import mechanism as plots_mechanism  # noqa: E402
 from analysis.plot import plots  # noqa: E402
 from analysis.plot.capacity import capacity_caption, hockey  # noqa: E402
 from analysis.plot.clients import plot_clients  # noqa: E402
+from analysis.plot.databases import plot_databases  # noqa: E402
 from analysis.plot.stalls import plot_stall_rps  # noqa: E402
 
 CHARTS_DIR = "charts"
@@ -67,6 +69,8 @@ class Rendered:
     clients: list[Chart] = field(default_factory=list)
     # The capacity section's hockey sticks, one per scenario with rate cells.
     capacity: list[Chart] = field(default_factory=list)
+    # The "SQLite vs PostgreSQL" section's charts, one per DB scenario (`make bench-pg`).
+    databases: list[Chart] = field(default_factory=list)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -156,6 +160,7 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
         stall_charts(run, out_dir),
         client_charts(run, out_dir),
         capacity_charts(run, out_dir),
+        database_charts(run, out_dir),
     )
 
 
@@ -465,3 +470,31 @@ def client_charts(run: Run, out_dir: Path) -> list[Chart]:
             "is cheaper). `def` on chat_stream ran with the stream fix.",
         )
     ]
+
+
+def database_charts(run: Run, out_dir: Path) -> list[Chart]:
+    """Per DB scenario run on PostgreSQL: throughput per database x driver x pool x style."""
+    if not has_postgres(run.summary):
+        return []
+    names = db_scenarios(run.summary)
+    table = database_table(run.summary, names)
+    out: list[Chart] = []
+    for s in names:
+        part = table[table["scenario"] == s]
+        if part.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(part) + 4.5), 5), layout="constrained")
+        plot_databases(ax, table, s)
+        out.append(
+            _chart(
+                fig,
+                out_dir / f"{s}_databases.png",
+                f"{s}: throughput by database, driver and pool",
+                s,
+                "Mean successful requests/s over the counted repeats (whiskers: min-max), one bar "
+                "per configuration in its style's colour, grouped by database and pool (size + "
+                "overflow); hatched: some repeats not counted; X: no counted repeat (stalled, "
+                "invalid or not steady), so no speed.",
+            )
+        )
+    return out

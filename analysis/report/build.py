@@ -27,6 +27,7 @@ from analysis.plot.charts import CHARTS_DIR, Rendered, render_all
 from analysis.plot.styles import label, ordered
 from analysis.report.capacity_blocks import capacity_blocks
 from analysis.report.client_blocks import client_blocks
+from analysis.report.database_blocks import database_blocks
 from analysis.report.document import (
     Block,
     Bullets,
@@ -106,6 +107,10 @@ HOW_TO_READ = (
     "stalled (xx: a deadlock; //: a shorter gap without a completion).",
     "Server CPU: % of one core; one worker cannot run Python on more than one core (the black "
     "line), so a style that reaches it is CPU-bound.",
+    "SQLite vs PostgreSQL charts (`make bench-pg`): one bar per database x driver x pool x "
+    "style in the style's colour, grouped by database and pool; whiskers the min-max over the "
+    "counted repeats; a hatched bar had repeats not counted; an X at zero is a configuration "
+    "with no counted repeat (stalled, invalid or not steady): no speed is shown for it.",
 )
 
 
@@ -165,6 +170,7 @@ def write_report(
         *rendered.stalls,
         *rendered.clients,
         *rendered.capacity,
+        *rendered.databases,
     )
     return ReportFiles(
         md,
@@ -231,6 +237,7 @@ def build_report(
         *latency_blocks(judgement),
         *stall_blocks(run, rendered),
         *client_blocks(run, rendered, judgement.noises),
+        *database_blocks(run, rendered, judgement.noises),
         *observer_blocks(run.summary),
         *upstream_blocks(run.summary),
         *quiet_blocks(run.manifest, judgement, reference),

@@ -66,6 +66,7 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--itl-ms", type=float, default=10.0, help="x-mock-itl-ms")
     group.add_argument("--cpu-ms", type=int, default=2, help="GET /cpu?n=")
     group.add_argument("--seed-rows", type=int, default=10_000, help="item ids to read")
+    group.add_argument("--db-wait-ms", type=int, default=20, help="GET /items/{id}?wait_ms=")
     group.add_argument("--request-timeout", type=float, default=300.0, help="seconds")
     group.add_argument("--warmup-seconds", type=float, default=0.0, help="before the window")
     group.add_argument("--warmup-max", type=float, default=0.0, help="wait for every user, s")

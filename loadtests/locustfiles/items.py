@@ -1,4 +1,4 @@
-"""`items_read` and `items_write`: the database through SQLAlchemy (sync or async)."""
+"""`items_read`, `items_write` and `items_wait`: the database through SQLAlchemy (sync or async)."""
 
 import itertools
 import random
@@ -25,6 +25,23 @@ class ItemsReadUser(FastHttpUser):
         with (
             tracked("GET /items/[id]"),
             self.client.get(f"/items/{item_id}", name="/items/[id]", catch_response=True) as r,
+        ):
+            expect(r, 200, lambda body: _is_item(body) and body["id"] == item_id)
+
+
+class ItemsWaitUser(FastHttpUser):
+    """Reads one item by a random id with a query that waits `--db-wait-ms` in the database."""
+
+    @task
+    @back_to_back
+    def read_item_waiting(self) -> None:
+        """One GET /items/{id}?wait_ms=."""
+        opts = self.environment.parsed_options
+        item_id = random.randint(1, opts.seed_rows)
+        url = f"/items/{item_id}?wait_ms={opts.db_wait_ms}"
+        with (
+            tracked("GET /items/[id]?wait_ms"),
+            self.client.get(url, name="/items/[id]?wait_ms", catch_response=True) as r,
         ):
             expect(r, 200, lambda body: _is_item(body) and body["id"] == item_id)
 

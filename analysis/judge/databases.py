@@ -1,0 +1,315 @@
+"""SQLite vs PostgreSQL (`make bench-pg`): each handler style on each database, driver and pool.
+
+A configuration is database x driver x pool (size + overflow) x variant (and the arm it ran in),
+read from the summary's `db`, `db_pool_size` and `db_max_overflow`. Per DB scenario
+(contract.DB_SCENARIOS) at its compared load: throughput (mean over the counted repeats, min-max
+spread), p99 (median over them, under the sample-count rule), stalls, PostgreSQL's CPU and the
+ratio to `def` on the same database and pool. A repeat is counted only when it is ok, valid,
+steady, not stalled and had no gap of contract.GAP_NOTE_S without a completion: a stalled or
+invalid cell is named, never turned into a speed. Pure transforms: no I/O.
+"""
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+import contract
+from analysis.judge.cells import DEFAULT_ARM, FAILED, INVALID, NOT_STEADY, OK, arms, column
+from analysis.judge.cells import outcomes as cell_outcomes
+from analysis.judge.stalls import p99_text, rps_text
+from analysis.judge.transform import at_reference_tokens, ratio_with_spread, sample_counts
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+DATABASES: tuple[str, ...] = (SQLITE, POSTGRESQL)
+DATABASE_NAMES: dict[str, str] = {SQLITE: "SQLite", POSTGRESQL: "PostgreSQL"}
+DRIVERS: tuple[str, ...] = tuple(d.split("+", 1)[1] for d in contract.DB_DRIVERS)
+BASELINE_VARIANT = "sync"
+VARIANT_NAMES: dict[str, str] = {
+    "sync": "`def`",
+    "async": "`async def`",
+    "blocking": "`async def` + sync lib",
+}
+# What a repeat was, most serious first; only OK repeats give speeds.
+DEADLOCK = "deadlock"
+STALL = "stall"
+KINDS: tuple[str, ...] = (FAILED, DEADLOCK, STALL, INVALID, NOT_STEADY)
+KIND_WORDS: dict[str, str] = {
+    FAILED: "failed",
+    DEADLOCK: "deadlocked",
+    STALL: "stalled",
+    INVALID: "invalid",
+    NOT_STEADY: "not steady",
+}
+
+COLUMNS: tuple[str, ...] = (
+    "scenario",
+    "users",
+    "database",
+    "driver",
+    "pool_size",
+    "max_overflow",
+    "pool",
+    "variant",
+    "style",
+    "arm",
+    "label",
+    "repeats",
+    "counted",
+    *KINDS,
+    "flags",
+    "stall_kind",
+    "stall_text",
+    "evidence",
+    "rps",
+    "rps_lo",
+    "rps_hi",
+    "rps_text",
+    "p99_ms",
+    "p99_text",
+    "db_cpu_pct",
+    "ratio",
+    "ratio_lo",
+    "ratio_hi",
+    "baseline",
+)
+
+
+def database_of(db: object) -> str:
+    """`postgresql` from `postgresql+asyncpg`; "" when no driver is named."""
+    text = str(db or "").strip().lower()
+    return text.split("+", 1)[0] if "+" in text else ""
+
+
+def driver_of(db: object) -> str:
+    """`asyncpg` from `postgresql+asyncpg`."""
+    text = str(db or "").strip().lower()
+    return text.split("+", 1)[1] if "+" in text else ""
+
+
+def variant_name(variant: str) -> str:
+    """`def`, `async def`, ... in the report's words."""
+    return VARIANT_NAMES.get(variant, f"`{variant}`")
+
+
+def pool_text(size: object, overflow: object) -> str:
+    """`5+10`, or `?` when not recorded."""
+    known = [None if v is None or pd.isna(v) else int(v) for v in (size, overflow)]  # type: ignore[call-overload]
+    if known[0] is None:
+        return "?"
+    return f"{known[0]}+{known[1] if known[1] is not None else '?'}"
+
+
+def config_label(row: Mapping[str, object]) -> str:
+    """`PostgreSQL, asyncpg, pool 40+0, `async def``."""
+    name = DATABASE_NAMES.get(str(row["database"]), str(row["database"]))
+    return f"{name}, {row['driver']}, pool {row['pool']}, {variant_name(str(row['variant']))}"
+
+
+def db_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Closed-loop rows of the DB scenarios whose `db` names a database and driver."""
+    if summary.empty or "db" not in summary or "scenario" not in summary:
+        return summary.iloc[0:0]
+    rows = summary[summary["scenario"].isin(contract.DB_SCENARIOS)]
+    db = column(rows, "db", "").astype(str)
+    rows = rows[db.map(database_of) != ""]
+    if "style" in rows:
+        rows = at_reference_tokens(rows)
+    return rows
+
+
+def has_postgres(summary: pd.DataFrame) -> bool:
+    """Whether the run measured a DB scenario on PostgreSQL: the section's trigger."""
+    rows = db_rows(summary)
+    return bool((rows["db"].map(database_of) == POSTGRESQL).any()) if len(rows) else False
+
+
+def db_scenarios(summary: pd.DataFrame) -> list[str]:
+    """DB scenarios with PostgreSQL cells, in the contract's order."""
+    rows = db_rows(summary)
+    if rows.empty:
+        return []
+    pg = set(rows.loc[rows["db"].map(database_of) == POSTGRESQL, "scenario"])
+    return [s for s in contract.DB_SCENARIOS if s in pg]
+
+
+def db_users(rows: pd.DataFrame, scenario: str) -> int | None:
+    """The highest load with cells on both databases, else the highest with PostgreSQL ones."""
+    part = rows[rows["scenario"] == scenario]
+    dbs = part["db"].map(database_of)
+    pg = {int(u) for u in part.loc[dbs == POSTGRESQL, "users"]}
+    both = pg & {int(u) for u in part.loc[dbs == SQLITE, "users"]}
+    return max(both or pg) if pg else None
+
+
+def repeat_kinds(rows: pd.DataFrame) -> pd.Series:
+    """Each repeat's kind: ok, or failed > deadlock (`stalled`) > stall (a gap of GAP_NOTE_S
+    or more without a completion) > invalid > not steady."""
+    base = cell_outcomes(rows).replace({contract.STALLED: DEADLOCK})
+    gap = pd.to_numeric(column(rows, "gap_max_s", math.nan), errors="coerce").astype(float)
+    stall = (gap >= contract.GAP_NOTE_S) & base.isin([OK, INVALID, NOT_STEADY])
+    return base.mask(stall, STALL)
+
+
+def _num(rows: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(column(rows, name, math.nan), errors="coerce").astype(float)
+
+
+def _stall(rows: pd.DataFrame, kinds: pd.Series) -> dict[str, object]:
+    n = len(rows)
+    share = ""
+    for kind in (DEADLOCK, STALL):
+        hit = kinds == kind
+        if not hit.any():
+            continue
+        if 1 < n and int(hit.sum()) < n:
+            share = f" ({int(hit.sum())} of {n} repeats)"
+        gap = float(_num(rows[hit], "gap_max_s").max())
+        text = DEADLOCK if kind == DEADLOCK or math.isnan(gap) else f"{STALL} {gap:.1f} s"
+        evidence = [str(e).strip() for e in column(rows[hit], "stall_evidence", "") if str(e)]
+        return {
+            "stall_kind": kind,
+            "stall_text": text + share,
+            "evidence": next((e for e in evidence if e and e != "nan"), ""),
+        }
+    return {"stall_kind": "", "stall_text": "no", "evidence": ""}
+
+
+def _numbers(rows: pd.DataFrame) -> dict[str, object]:
+    """Throughput (mean, min, max), p99 (median, sample rule) and PostgreSQL CPU of the
+    counted repeats; NaN and `n/a` when none counted."""
+    if rows.empty:
+        nan = math.nan
+        return {
+            **dict.fromkeys(("rps", "rps_lo", "rps_hi", "p99_ms", "db_cpu_pct"), nan),
+            "rps_text": "n/a",
+            "p99_text": "n/a",
+        }
+    rps = _num(rows, "rps")
+    mid, lo, hi = float(rps.mean()), float(rps.min()), float(rps.max())
+    tail: dict[str, object] = {
+        f"p{q}_ms": float(_num(rows, f"p{q}_ms").median()) for q in (50, 90, 95, 99)
+    }
+    counts = sample_counts(rows)
+    tail["n"] = float(counts.min()) if counts.notna().any() else math.nan
+    tail["censored_min_ms"] = float(_num(rows, "censored_min_ms").min())
+    return {
+        "rps": mid,
+        "rps_lo": lo,
+        "rps_hi": hi,
+        "rps_text": rps_text(mid, lo, hi, len(rows)),
+        "p99_ms": tail["p99_ms"],
+        "p99_text": p99_text(tail)[0],
+        "db_cpu_pct": float(_num(rows, "db_cpu_pct").mean()),
+    }
+
+
+def _config(part: pd.DataFrame) -> dict[str, object]:
+    kinds = repeat_kinds(part)
+    n = len(part)
+    counts = {k: int((kinds == k).sum()) for k in KINDS}
+    flags = "; ".join(f"{counts[k]} of {n} {KIND_WORDS[k]}" for k in KINDS if counts[k])
+    counted = part[kinds == OK]
+    return {
+        "repeats": n,
+        "counted": len(counted),
+        **counts,
+        "flags": flags,
+        **_stall(part, kinds),
+        **_numbers(counted),
+    }
+
+
+def _order(record: Mapping[str, object]) -> tuple:
+    def rank(value: object, order: tuple[str, ...]) -> int:
+        return order.index(str(value)) if str(value) in order else len(order)
+
+    size, overflow = (
+        -1 if pd.isna(v) else int(v) for v in (record["pool_size"], record["max_overflow"])
+    )  # type: ignore[call-overload]
+    return (
+        rank(record["database"], DATABASES),
+        size,
+        overflow,
+        rank(record["variant"], contract.VARIANTS),
+        rank(record["driver"], DRIVERS),
+        str(record["arm"]),
+    )
+
+
+def database_table(summary: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """Per DB scenario (default: db_scenarios) at its compared load, one row per configuration
+    (COLUMNS): numbers over the counted repeats, stalls, and the ratio to `def` on the same
+    database and pool (with the verdicts' interval: min/max - max/min)."""
+    names = db_scenarios(summary) if names is None else names
+    rows = db_rows(summary)
+    if rows.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
+    rows = rows.assign(
+        _database=rows["db"].map(database_of),
+        _driver=rows["db"].map(driver_of),
+        _arm=arms(rows),
+        _size=pd.to_numeric(column(rows, "db_pool_size", math.nan), errors="coerce"),
+        _overflow=pd.to_numeric(column(rows, "db_max_overflow", math.nan), errors="coerce"),
+    )
+    records: list[dict[str, object]] = []
+    keys = ["_database", "_driver", "_size", "_overflow", "variant", "_arm"]
+    for scenario in names:
+        users = db_users(rows, scenario)
+        if users is None:
+            continue
+        here = rows[(rows["scenario"] == scenario) & (rows["users"] == users)]
+        part: list[dict[str, object]] = []
+        for key, cells in here.groupby(keys, dropna=False, sort=False):
+            database, driver, size, overflow, variant, arm = key
+            record: dict[str, object] = {
+                "scenario": scenario,
+                "users": users,
+                "database": str(database),
+                "driver": str(driver),
+                "pool_size": size,
+                "max_overflow": overflow,
+                "pool": pool_text(size, overflow),
+                "variant": str(variant),
+                "style": str(variant),
+                "arm": str(arm),
+            }
+            record["label"] = config_label(record)
+            part.append({**record, **_config(cells)})
+        part.sort(key=_order)
+        for r in part:
+            base = baseline(part, r)
+            r["baseline"] = base is r
+            mid, lo, hi = _ratio(r, base)
+            r.update(ratio=mid, ratio_lo=lo, ratio_hi=hi)
+        records += part
+    return pd.DataFrame(records, columns=list(COLUMNS))
+
+
+def baseline(part: list[dict[str, object]], r: Mapping[str, object]) -> dict[str, object] | None:
+    """The `def` row on the same database and pool as `r`: of its arm, the default arm, or
+    the first."""
+    same = [
+        b
+        for b in part
+        if b["variant"] == BASELINE_VARIANT
+        and b["database"] == r["database"]
+        and b["pool"] == r["pool"]
+    ]
+    for want in (r["arm"], DEFAULT_ARM):
+        hit = next((b for b in same if b["arm"] == want), None)
+        if hit is not None:
+            return hit
+    return same[0] if same else None
+
+
+def spread(record: Mapping[str, object]) -> pd.Series:
+    """A row's throughput with its spread, as ratio_with_spread reads it."""
+    return pd.Series({k: record[k] for k in ("rps", "rps_lo", "rps_hi")}, dtype=float)
+
+
+def _ratio(r: Mapping[str, object], base: Mapping[str, object] | None) -> tuple[float, ...]:
+    if base is None:
+        return math.nan, math.nan, math.nan
+    return ratio_with_spread(spread(r), spread(base), "rps")
