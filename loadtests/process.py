@@ -240,12 +240,18 @@ def run_server(
 
 
 def _tree_cpu_s(proc: psutil.Process) -> float:
-    """CPU seconds of a process and its live children."""
+    """CPU seconds of a process, its live children and the children they have reaped.
+
+    The reaped children's time (`children_user`, `children_system`) keeps the total from
+    falling when a child exits: PostgreSQL forks a backend per connection and SQLAlchemy's
+    overflow connections are closed after use, so a sum over live processes alone went
+    negative over a window.
+    """
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
         except psutil.NoSuchProcess:
             pass
     return total

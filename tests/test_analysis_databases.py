@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import contract  # noqa: E402
+from analysis.judge import databases  # noqa: E402
 from analysis.judge.databases import (  # noqa: E402
     database_of,
     database_table,
@@ -328,3 +329,26 @@ def test_chart_bars_whiskers_and_no_speed_marks(table: pd.DataFrame) -> None:
     assert ax.get_ylim()[1] > 1560  # the highest whisker fits
     assert ax.get_legend() is not None
     plt.close(fig)
+
+
+def test_the_ratio_baseline_is_a_def_with_a_speed_and_repeated_labels_name_their_arm() -> None:
+    def row(arm: str, variant: str, rps: float) -> dict[str, object]:
+        return {
+            "database": "postgresql",
+            "pool": "5+10",
+            "variant": variant,
+            "arm": arm,
+            "rps": rps,
+            "label": f"PostgreSQL, psycopg, pool 5+10, {variant}",
+        }
+
+    stalled, fixed = row("pg", "sync", math.nan), row("pg_statement", "sync", 800.0)
+    other_pool = {**row("pg_pool40", "sync", 900.0), "pool": "40+0"}
+    async_ = row("pg", "async", 900.0)
+    part = [stalled, fixed, other_pool, async_]
+    assert databases.baseline(part, async_) is fixed  # `def` as written stalls: its fix
+    assert databases.baseline(part, stalled) is fixed
+    assert databases.baseline([stalled, async_], async_) is stalled  # no `def` has a speed
+    databases._name_the_arm_where_labels_repeat(part)
+    assert stalled["label"].endswith("arm `pg`") and fixed["label"].endswith("arm `pg_statement`")
+    assert async_["label"] == "PostgreSQL, psycopg, pool 5+10, async"

@@ -1,5 +1,6 @@
 """Child processes: health polling, early exit, and no process left behind (tiny fake servers)."""
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtests.process import ServerError, free_port, spawn, wait_healthy
+from loadtests.process import ServerError, _tree_cpu_s, free_port, spawn, wait_healthy
 
 
 def test_healthy_server_then_killed(tmp_path: Path) -> None:
@@ -47,3 +48,38 @@ def test_whole_group_is_killed(tmp_path: Path) -> None:
     time.sleep(0.2)
     alive = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert len(family) >= 2 and alive == []
+
+
+FORKS_A_BURNER = """
+import os, time
+pid = os.fork()
+if pid == 0:
+    start = time.process_time()
+    while time.process_time() - start < 0.4:
+        pass
+    os._exit(0)
+os.waitpid(pid, 0)
+time.sleep(30)
+"""
+
+
+def test_tree_cpu_keeps_the_time_of_children_that_exited() -> None:
+    """A child that burns 0.4 s of CPU and exits: the tree's CPU must not fall when it does
+    (PostgreSQL's backends come and go with connections)."""
+    proc = subprocess.Popen([sys.executable, "-c", FORKS_A_BURNER])
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 10
+        while not parent.children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        during = _tree_cpu_s(parent)
+        while parent.children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = _tree_cpu_s(parent)
+        assert not parent.children()
+        assert after >= during
+        assert after >= 0.35
+    finally:
+        proc.kill()
+        proc.wait()

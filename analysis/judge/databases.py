@@ -278,6 +278,7 @@ def database_table(summary: pd.DataFrame, names: list[str] | None = None) -> pd.
             record["label"] = config_label(record)
             part.append({**record, **_config(cells)})
         part.sort(key=_order)
+        _name_the_arm_where_labels_repeat(part)
         for r in part:
             base = baseline(part, r)
             r["baseline"] = base is r
@@ -287,9 +288,22 @@ def database_table(summary: pd.DataFrame, names: list[str] | None = None) -> pd.
     return pd.DataFrame(records, columns=list(COLUMNS))
 
 
+def _name_the_arm_where_labels_repeat(part: list[dict[str, object]]) -> None:
+    """Two configurations with the same label (e.g. `def` with the session dependency and with
+    the session per statement) are told apart by their arm."""
+    counts: dict[object, int] = {}
+    for r in part:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    for r in part:
+        if counts[r["label"]] > 1:
+            arm = "base" if r["arm"] == DEFAULT_ARM else f"arm `{r['arm']}`"
+            r["label"] = f"{r['label']}, {arm}"
+
+
 def baseline(part: list[dict[str, object]], r: Mapping[str, object]) -> dict[str, object] | None:
-    """The `def` row on the same database and pool as `r`: of its arm, the default arm, or
-    the first."""
+    """The `def` row on the same database and pool as `r`: one with a speed first (of its arm,
+    the default arm, then any: a `def` fix arm is the baseline when `def` as written stalls),
+    else its arm's or the default arm's."""
     same = [
         b
         for b in part
@@ -297,10 +311,14 @@ def baseline(part: list[dict[str, object]], r: Mapping[str, object]) -> dict[str
         and b["database"] == r["database"]
         and b["pool"] == r["pool"]
     ]
-    for want in (r["arm"], DEFAULT_ARM):
-        hit = next((b for b in same if b["arm"] == want), None)
-        if hit is not None:
-            return hit
+    with_speed = [b for b in same if not pd.isna(b.get("rps"))]
+    for pool in (with_speed, same):
+        for want in (r["arm"], DEFAULT_ARM):
+            hit = next((b for b in pool if b["arm"] == want), None)
+            if hit is not None:
+                return hit
+        if pool is with_speed and with_speed:
+            return with_speed[0]
     return same[0] if same else None
 
 
