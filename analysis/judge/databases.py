@@ -55,6 +55,8 @@ COLUMNS: tuple[str, ...] = (
     "style",
     "arm",
     "label",
+    # "arm `x`" or "base" when another configuration has the same label, else "".
+    "arm_note",
     "repeats",
     "counted",
     *KINDS,
@@ -295,9 +297,10 @@ def _name_the_arm_where_labels_repeat(part: list[dict[str, object]]) -> None:
     for r in part:
         counts[r["label"]] = counts.get(r["label"], 0) + 1
     for r in part:
+        r["arm_note"] = ""
         if counts[r["label"]] > 1:
-            arm = "base" if r["arm"] == DEFAULT_ARM else f"arm `{r['arm']}`"
-            r["label"] = f"{r['label']}, {arm}"
+            r["arm_note"] = "base" if r["arm"] == DEFAULT_ARM else f"arm `{r['arm']}`"
+            r["label"] = f"{r['label']}, {r['arm_note']}"
 
 
 def baseline(part: list[dict[str, object]], r: Mapping[str, object]) -> dict[str, object] | None:

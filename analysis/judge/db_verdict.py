@@ -39,8 +39,10 @@ def db_noise(table: pd.DataFrame, scenario: str, override: float | None = None) 
 
 
 def where(row: Mapping[str, object]) -> str:
-    """`asyncpg, pool 40+0`: what sets a configuration apart within its database and style."""
-    return f"{row['driver']}, pool {row['pool']}"
+    """`asyncpg, pool 40+0`: what sets a configuration apart within its database and style
+    (and its arm, when another configuration shares the rest: `psycopg, pool 5+10, arm `x``)."""
+    note = row.get("arm_note") or ""
+    return f"{row['driver']}, pool {row['pool']}" + (f", {note}" if note else "")
 
 
 def named(row: Mapping[str, object]) -> str:
@@ -99,7 +101,7 @@ class DbVerdict:
     def driver_of(self, variant: str) -> str:
         """The best configuration of `variant`: `asyncpg (pool 40+0)`."""
         row = next((r for r in self.best if r["variant"] == variant), None)
-        return f"{row['driver']} (pool {row['pool']})" if row is not None else "?"
+        return f"{row['driver']} ({where(row).split(', ', 1)[1]})" if row is not None else "?"
 
 
 def _beats(a: Mapping[str, object], b: Mapping[str, object], threshold: float) -> bool:
