@@ -11,7 +11,7 @@ from rich.console import Console
 
 from loadtests.matrix import MatrixSpec
 from loadtests.process import STOP_GRACE_S, Pinning, on_interrupt, reset_interrupts
-from loadtests.runner import RunContext, cell_command, plan_cells, run_matrix
+from loadtests.runner import RunContext, cell_command, needs_postgres, plan_cells, run_matrix
 
 
 def _csv(kind: type) -> Any:
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         locust_processes=options.locust_processes,
     )
     cells, todo = plan_cells(spec, options.out, options.resume)
+    if options.target and needs_postgres(spec, cells, bool(spec.searches())):
+        parser.error("db_url = 'lab' needs the lab's own servers: drop --target or that arm")
     minutes = spec.estimate_s(todo) / 60
     console.print(
         f"{len(todo)} of {len(cells)} cells to run"

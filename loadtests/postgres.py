@@ -17,7 +17,8 @@ itself instead:
 - durability is off (`fsync`, `synchronous_commit`, `full_page_writes`): the cluster is thrown
   away, and a benchmark of handler styles should not measure this machine's disk flushes;
 - readiness is postgres's own signal (`postmaster.pid`'s status line reads `ready`, what
-  `pg_ctl -w` waits for); the stop is a fast shutdown (SIGINT), then the group is killed.
+  `pg_ctl -w` waits for); the stop is a fast shutdown (SIGINT), then any backend still there is
+  killed (they start sessions of their own, out of the process group `spawn` kills).
 """
 
 import ctypes
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from loadtests.process import ServerError, free_port, log_tail, spawn
 
 # A matrix or CLI value of `db_url` that means "the cluster this run started".
@@ -50,6 +53,8 @@ SETTINGS: dict[str, str] = {
 }
 PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 10.0
+# Resolved here, not in the child: a dlopen between fork and exec is not safe with threads.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,34 @@ def _reachable(bin_dir: Path, account: Mapping[str, Any]) -> Path:
     return copied
 
 
-def _die_with_parent() -> None:
-    # Runs in the child after the user switch; SIGQUIT is postgres's immediate shutdown.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
+def _dies_with(parent: int) -> Any:
+    """A `preexec_fn`: the child gets SIGQUIT (postgres's immediate shutdown) when `parent` dies,
+    and does not start at all if it died before the request was made."""
+
+    def preexec() -> None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGQUIT)  # after the user switch, which clears it
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Fast shutdown, then make sure no backend outlives it: postgres's children start their
+    own sessions, so the process group `spawn` kills holds the postmaster alone."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    _, alive = psutil.wait_procs(children, timeout=STOP_TIMEOUT_S)
+    for child in alive:
+        child.kill()
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], data: Path, log: Path, timeout: float) -> None:
@@ -156,17 +186,13 @@ def run_postgres(
         cmd += ["-k", str(home)]
         for key, value in {**SETTINGS, **(settings or {})}.items():
             cmd += ["-c", f"{key}={value}"]
-        with spawn(cmd, log, cpus=cpus, preexec_fn=_die_with_parent, **account) as proc:
+        preexec = _dies_with(os.getpid())
+        with spawn(cmd, log, cpus=cpus, preexec_fn=preexec, **account) as proc:
             try:
                 _wait_ready(proc, data, log, timeout)
                 yield Postgres(f"postgresql://postgres@127.0.0.1:{port}/postgres", proc.pid, log)
             finally:
-                if proc.poll() is None:  # fast shutdown; `spawn` kills the group after
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(STOP_TIMEOUT_S)
-                    except subprocess.TimeoutExpired:
-                        pass
+                _stop(proc)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

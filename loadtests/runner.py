@@ -114,8 +114,10 @@ def server_env(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, str]:
 
 
 def env_setting(env: dict[str, str], name: str) -> Any:
-    """A server setting as a cell's server reads it: its LAB_* value, else the default."""
-    return env.get(SERVER_ENV[name], Settings.model_fields[name].default)
+    """A server setting as a cell's server reads it: its LAB_* value, else the orchestrator's own
+    environment (servers inherit it), else the default."""
+    key = SERVER_ENV[name]
+    return env.get(key, os.environ.get(key, Settings.model_fields[name].default))
 
 
 def _env_text(value: Any) -> str:
@@ -718,7 +720,11 @@ def run_matrix(
         with ExitStack() as stack:
             if needs_upstream:
                 stack.enter_context(run_upstream(ctx, spec))
-            if needs_postgres(spec, todo, bool(searches)) and not ctx.target:
+            if needs_postgres(spec, todo, bool(searches)):
+                if ctx.target:
+                    raise ValueError(
+                        "db_url = 'lab' needs the lab's own servers: drop --target or the arm"
+                    )
                 stack.enter_context(run_cluster(ctx))
             stack.enter_context(progress)
             bar = progress.add_task("cells", total=spec.estimate_s(todo))

@@ -128,7 +128,7 @@ async def chat_completions(
 
 @app.get("/items/{item_id}", response_model=Item, responses=common.ITEM_RESPONSES)
 async def read_item(item_id: ItemId, session: SessionDep, wait_ms: WaitMs = 0) -> Item:
-    """One item by id; with `wait_ms`, its query first waits that long in the database."""
+    """One item by id; with `wait_ms`, its query waits that long in the database."""
     row = (await session.execute(db.select_item(item_id, wait_ms))).mappings().one_or_none()
     if row is None:
         raise HTTPException(404, f"item {item_id} not found")

@@ -46,6 +46,8 @@ from servers.settings import Settings
 # SQLite's and PostgreSQL's (bigint) largest integer: a bigger id or offset is an overflow in
 # the driver, not a miss.
 MAX_INTEGER = 2**63 - 1
+# The advisory lock servers take in turn to create and seed the table on PostgreSQL.
+PREPARE_LOCK = 0x1AB
 
 metadata = MetaData()
 
@@ -61,8 +63,9 @@ items = Table(
 
 
 def select_item(item_id: int, wait_ms: int = 0) -> Select[Any]:
-    """One item by primary key; with `wait_ms`, the query first waits that long in the database
-    (`pg_sleep`: what a slow query costs a request, without costing the database CPU)."""
+    """One item by primary key; with `wait_ms`, the query also waits that long in the database
+    (`pg_sleep` in its select list, run for the row it finds, so a missing id does not wait):
+    what a slow query costs a request, without costing the database CPU."""
     statement = select(items).where(items.c.id == item_id)
     if wait_ms:
         statement = statement.add_columns(func.pg_sleep(wait_ms / 1000).label("waited"))
@@ -89,7 +92,10 @@ def seed_rows(n: int) -> list[dict[str, Any]]:
 
 def prepare(conn: Connection, seed: int, reset: bool) -> None:
     """Create the table and seed it; with `reset`, drop what was there first."""
-    # IF [NOT] EXISTS and OR IGNORE: several servers may share one file and start together.
+    # IF [NOT] EXISTS and OR IGNORE: several servers may share one file and start together;
+    # on PostgreSQL concurrent CREATE TABLE IF NOT EXISTS can still collide: they take turns.
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(PREPARE_LOCK)))
     if reset:
         conn.execute(DropTable(items, if_exists=True))
     conn.execute(CreateTable(items, if_not_exists=True))

@@ -89,7 +89,16 @@ def running_in_a_thread(content: Content) -> bool:
 
 
 def abort_read(upstream: Any) -> None:
-    """Shut down the socket of an upstream response so a read blocked on it returns now."""
+    """Shut down the socket of an upstream response so a read blocked on it returns now.
+
+    Not once the response is closed: httpx closes it (and returns a kept-alive connection to
+    its pool) inside the worker's last `next()`, so a client that leaves right after the last
+    event would otherwise shut a pooled socket. What remains is the few bytecodes between this
+    check and the shutdown; a pooled connection whose socket was shut is found closed and
+    dropped by the pool before reuse, and only one checked out in that instant would fail.
+    """
+    if getattr(upstream, "is_closed", True):
+        return
     extensions = getattr(upstream, "extensions", None) or {}
     stream = extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None

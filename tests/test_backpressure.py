@@ -53,6 +53,16 @@ def whole_stream_bytes(mock_url: str) -> int:
     return int(mock_stats(mock_url)["streamed_bytes"] - before)
 
 
+def socket_buffers_max() -> int:
+    """The most the kernel can buffer between the mock and the client, by this host's limits:
+    the proxy's receive queue from the mock and two send queues (mock's, proxy's)."""
+
+    def biggest(name: str) -> int:
+        return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[-1])
+
+    return biggest("tcp_rmem") + 2 * biggest("tcp_wmem")
+
+
 def proxy_rss(proxy_url: str) -> float:
     """The proxy's resident memory in bytes, from its `/metrics`."""
     text = httpx.get(f"{proxy_url}/metrics", timeout=5).text
@@ -117,9 +127,12 @@ def test_a_stalled_reader_holds_the_upstream_back_and_loses_nothing(
                 f"\n{variant}/{client}: mock held back at {held / 1e6:.1f} of "
                 f"{whole / 1e6:.1f} MB; proxy memory grew {grew / 1e6:.1f} MB"
             )
-            assert mock_stats(mock_url)["open_streams"] == 1
-            assert held < SHARE * whole
             assert grew < RSS_SHARE * whole
+            if socket_buffers_max() < SHARE * whole:  # else they could hold what is held
+                assert mock_stats(mock_url)["open_streams"] == 1
+                assert held < SHARE * whole
+            else:  # this host's socket buffers could hold the whole stream: memory says it
+                print(f"socket buffers up to {socket_buffers_max() / 1e6:.0f} MB: not asserted")
             chunks = [received]
             while chunk := sock.recv(1 << 20):  # read on: the rest comes, whole
                 chunks.append(chunk)

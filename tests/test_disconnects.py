@@ -42,7 +42,7 @@ from tests.live import (
 
 pytestmark = pytest.mark.integration
 
-GAP_MS = 1500  # between tokens (and before the first, when the client leaves before it)
+GAP_MS = 2500  # between tokens (and before the first, when the client leaves before it)
 TOKENS = 2
 PROMPT_S = 1.0  # "at once": before the next token could end the stream by itself
 REPEATS = 100

@@ -12,7 +12,7 @@ from loadtests.cli import BenchOptions, main
 from loadtests.locust_runner import Clock, LocustRun, locust_command, merge_meta, merge_raw
 from loadtests.matrix import Cell, MatrixSpec
 from loadtests.process import CpuSampler, Pinning
-from loadtests.runner import RunContext, cell_command, plan_cells, run_cell, server_env
+from loadtests.runner import RunContext, cell_command, db_driver, plan_cells, run_cell, server_env
 from loadtests.scenarios import SCENARIOS
 from loadtests.summary import load_requests
 
@@ -233,3 +233,21 @@ def test_help_prints(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_.value.code == 0
     assert "--db-wait-ms" in capsys.readouterr().out
+
+
+def test_a_cell_records_the_database_its_server_inherits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers inherit the orchestrator's environment: an exported LAB_DB_URL is what they run."""
+    monkeypatch.delenv("LAB_DB_URL", raising=False)
+    assert db_driver({}, "sync") == "sqlite+pysqlite"
+    monkeypatch.setenv("LAB_DB_URL", "postgresql://h/db")
+    monkeypatch.setenv("LAB_DB_ASYNC_DRIVER", "asyncpg")
+    assert db_driver({}, "sync") == "postgresql+psycopg"
+    assert db_driver({}, "async") == "postgresql+asyncpg"
+    assert db_driver({"LAB_DB_URL": ""}, "async") == "sqlite+aiosqlite"
+
+
+def test_the_lab_cluster_is_refused_with_a_target(tmp_path: Path) -> None:
+    matrix = Path(__file__).resolve().parent.parent / "loadtests/matrices/postgres.toml"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--matrix", str(matrix), "--target", "http://127.0.0.1:9", "--out", str(tmp_path)])
+    assert exit_.value.code == 2

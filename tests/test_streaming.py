@@ -131,9 +131,10 @@ class SocketBody:
 class Upstream:
     """What the closing response needs of an httpx response: its `network_stream`."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, is_closed: bool = False) -> None:
         stream = type("Stream", (), {"get_extra_info": lambda _self, key: sock})()
         self.extensions = {"network_stream": stream}
+        self.is_closed = is_closed
 
 
 @pytest.mark.timeout(10)
@@ -166,3 +167,18 @@ def test_the_closing_response_ends_a_blocked_upstream_read_when_the_client_leave
 def test_the_plain_response_takes_and_ignores_the_upstream() -> None:
     response = streaming.plain_streaming_response(iter([b"x"]), upstream=object())
     assert type(response) is StreamingResponse
+
+
+def test_a_closed_upstream_response_is_not_shut() -> None:
+    """httpx closes the response (its connection back in the pool) in the relay's last read:
+    a client leaving then must not shut that pooled socket."""
+    ours, theirs = socket.socketpair()
+    try:
+        streaming.abort_read(Upstream(ours, is_closed=True))
+        theirs.sendall(b"x")
+        assert ours.recv(1) == b"x"  # still open both ways
+        streaming.abort_read(Upstream(ours))
+        assert ours.recv(1) == b""  # shut: a blocked read returns
+    finally:
+        ours.close()
+        theirs.close()

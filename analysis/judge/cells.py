@@ -53,13 +53,19 @@ def arms(summary: pd.DataFrame) -> pd.Series:
     return column(summary, "arm", DEFAULT_ARM).astype(str).str.strip()
 
 
+def database_of(db: object) -> str:
+    """`postgresql` from `postgresql+asyncpg` (summary `db`); "" when no driver is named."""
+    text = str(db or "").strip().lower()
+    return text.split("+", 1)[0] if "+" in text else ""
+
+
 def postgres_arms(summary: pd.DataFrame) -> set[str]:
     """Named arms whose every cell ran on PostgreSQL (summary `db`): the same apps on another
     database (`make bench-pg`), compared in their own report section, not a setting's fix."""
     if "db" not in summary:
         return set()
     named = arms(summary)
-    pg = column(summary, "db", "").astype(str).str.strip().str.lower().str.startswith("postgresql")
+    pg = column(summary, "db", "").map(database_of) == "postgresql"
     return {str(arm) for arm in set(named) - {DEFAULT_ARM} if bool(pg[named == arm].all())}
 
 

@@ -15,7 +15,16 @@ from collections.abc import Mapping
 import pandas as pd
 
 import contract
-from analysis.judge.cells import DEFAULT_ARM, FAILED, INVALID, NOT_STEADY, OK, arms, column
+from analysis.judge.cells import (
+    DEFAULT_ARM,
+    FAILED,
+    INVALID,
+    NOT_STEADY,
+    OK,
+    arms,
+    column,
+    database_of,
+)
 from analysis.judge.cells import outcomes as cell_outcomes
 from analysis.judge.stalls import p99_text, rps_text
 from analysis.judge.transform import at_reference_tokens, ratio_with_spread, sample_counts
@@ -78,12 +87,6 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def database_of(db: object) -> str:
-    """`postgresql` from `postgresql+asyncpg`; "" when no driver is named."""
-    text = str(db or "").strip().lower()
-    return text.split("+", 1)[0] if "+" in text else ""
-
-
 def driver_of(db: object) -> str:
     """`asyncpg` from `postgresql+asyncpg`."""
     text = str(db or "").strip().lower()
@@ -114,6 +117,7 @@ def db_rows(summary: pd.DataFrame) -> pd.DataFrame:
     if summary.empty or "db" not in summary or "scenario" not in summary:
         return summary.iloc[0:0]
     rows = summary[summary["scenario"].isin(contract.DB_SCENARIOS)]
+    rows = rows[pd.to_numeric(column(rows, "offered_rps", None), errors="coerce").isna()]
     db = column(rows, "db", "").astype(str)
     rows = rows[db.map(database_of) != ""]
     if "style" in rows:
