@@ -215,9 +215,13 @@ class MatrixSpec:
         """The parsed SLO (None without one)."""
         return parse_slo(self.slo) if self.slo else None
 
+    def settings_of(self, arm: "Arm | None" = None) -> dict[str, Any]:
+        """The server settings the matrix sets for a cell of `arm` (None: the main matrix)."""
+        return {**self.server_env, **(arm.env if arm else {})}
+
     def server_timeouts(self, arm: "Arm | None" = None) -> dict[str, float]:
         """The server's timeouts in seconds as the cells run them (matrix value or default)."""
-        env = {**self.server_env, **(arm.env if arm else {})}
+        env = self.settings_of(arm)
         return {
             name: float(env.get(name, Settings.model_fields[name].default))
             for name in SERVER_TIMEOUTS

@@ -95,15 +95,13 @@ class RunContext:
 
 def server_env(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> dict[str, str]:
     """LAB_* settings of a cell's server: fresh database, its HTTP client, the run's upstream."""
-    arm = spec.arm_of(cell)
     values: dict[str, Any] = {
         "db_path": ctx.scratch / f"{cell.cell_id}.sqlite3",
         "db_reset": "true",
         "db_seed_rows": spec.seed_rows,
         # The proxies' own HTTP timeouts stay at their defaults: they are part of what is measured.
         "threadpool_tokens": spec.tokens_of(cell),
-        **spec.server_env,
-        **(arm.env if arm else {}),
+        **spec.settings_of(spec.arm_of(cell)),
     }
     values = postgres.resolve(values, ctx.db_url)
     if ctx.upstream_url:
@@ -587,13 +585,10 @@ def db_driver(env: dict[str, str], variant: str) -> str:
 
 def needs_postgres(spec: MatrixSpec, cells: list[Cell], searches: bool = False) -> bool:
     """Whether a cell to run (or a capacity search) uses the run's cluster (`db_url = "lab"`)."""
-    if searches and spec.server_env.get("db_url") == postgres.LAB_CLUSTER:
-        return True
-    return any(
-        {**spec.server_env, **(arm.env if (arm := spec.arm_of(c)) else {})}.get("db_url")
-        == postgres.LAB_CLUSTER
-        for c in cells
-    )
+    settings = [spec.settings_of(spec.arm_of(c)) for c in cells]
+    if searches:  # the searches' rate cells run the main matrix's settings
+        settings.append(spec.settings_of())
+    return any(s.get("db_url") == postgres.LAB_CLUSTER for s in settings)
 
 
 @contextmanager
