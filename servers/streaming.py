@@ -60,9 +60,10 @@ class ClosingStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_abort() -> Message:
             # Starlette's send loop waits for the worker's read (a thread cannot be cancelled)
-            # before it returns: the read is ended here, as the client's leaving is heard.
+            # before it returns: the read is ended here, as the client's leaving is heard, or
+            # before it starts, when the worker has not reached it yet.
             message = await receive()
-            if message["type"] == "http.disconnect" and running_in_a_thread(self._content):
+            if message["type"] == "http.disconnect" and sync_body_open(self._content):
                 abort_read(self._upstream)
             return message
 
@@ -71,6 +72,7 @@ class ClosingStreamingResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await close_content(self._content)
+                await close_upstream(self._content, self._upstream)
 
 
 def plain_streaming_response(
@@ -81,11 +83,19 @@ def plain_streaming_response(
     return StreamingResponse(content, **kwargs)
 
 
-def running_in_a_thread(content: Content) -> bool:
-    """A sync body generator that a worker thread is still running (the client left mid-read)."""
+def sync_body_open(content: Content) -> bool:
+    """A sync body generator not finished yet: a worker thread runs it, or will."""
     return inspect.isgenerator(content) and (
-        inspect.getgeneratorstate(content) == inspect.GEN_RUNNING
+        inspect.getgeneratorstate(content) != inspect.GEN_CLOSED
     )
+
+
+async def close_upstream(content: Content, upstream: Any) -> None:
+    """Close the upstream response of a sync body, whatever the body did: a generator closed
+    before it ever ran (the client left before the first read) never ran its `finally`."""
+    if upstream is None or getattr(upstream, "is_closed", True) or not inspect.isgenerator(content):
+        return
+    await anyio.to_thread.run_sync(upstream.close, limiter=anyio.CapacityLimiter(1))
 
 
 def abort_read(upstream: Any) -> None:

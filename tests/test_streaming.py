@@ -136,6 +136,9 @@ class Upstream:
         self.extensions = {"network_stream": stream}
         self.is_closed = is_closed
 
+    def close(self) -> None:
+        self.is_closed = True
+
 
 @pytest.mark.timeout(10)
 def test_the_closing_response_ends_a_blocked_upstream_read_when_the_client_leaves() -> None:
@@ -182,3 +185,32 @@ def test_a_closed_upstream_response_is_not_shut() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+@pytest.mark.timeout(10)
+def test_a_client_leaving_before_the_first_read_still_closes_the_upstream() -> None:
+    """The client hangs up as the headers go out: the worker may not have started the relay yet
+    (then closing the generator never runs its `finally`); the upstream is closed anyway, and a
+    read that does start returns at once."""
+    for _ in range(20):  # the worker reaches its read before the disconnect, or not
+        ours, theirs = socket.socketpair()
+        body, upstream = SocketBody(ours), Upstream(ours)
+
+        async def receive() -> dict:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            pass
+
+        async def main(body: SocketBody, upstream: Upstream) -> None:
+            scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+            response = streaming.ClosingStreamingResponse(iter(body), upstream=upstream)
+            await response(scope, receive, send)
+
+        try:
+            anyio.run(main, body, upstream)
+            assert upstream.is_closed
+            assert body.read_returned_after_s is None or body.read_returned_after_s < 1
+        finally:
+            ours.close()
+            theirs.close()
