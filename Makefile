@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The test files run in parallel (4 workers, one file each at a time: most of them wait on real
+# servers), then the few that assert timings, alone: one after the other took over 10 minutes.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not timing"
+	$(BIN)/python -m pytest -m timing
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run whose machine calibration this one is compared with (default: %(default)s; "
         "'' for none)",
     )
+    report.add_argument(
+        "--no-charts",
+        action="store_true",
+        help="write the text only (report.md, report.html), drawing no chart: fast",
+    )
     compare = sub.add_parser("compare", help="how each cell changed from run A to run B")
     compare.add_argument("run_a", help="the baseline run folder")
     compare.add_argument("run_b", help="the run compared against it")
@@ -49,9 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
-            files = write_report(args.run_dir, args.noise, args.out, args.reference or None)
+            files = write_report(
+                args.run_dir,
+                args.noise,
+                args.out,
+                args.reference or None,
+                draw=not args.no_charts,
+            )
             warn_incomplete(files.incomplete)
-            print(f"wrote {files.markdown}, {files.html} and {len(files.charts)} charts")
+            extra = "".join(f", {path}" for path in files.files)
+            print(f"wrote {files.markdown}, {files.html}{extra} and {len(files.charts)} charts")
         else:
             out = write_compare(args.run_a, args.run_b, args.out, args.noise)
             warn_incomplete(out.incomplete)

@@ -31,3 +31,8 @@ def ms_or_missing(x: object) -> str:
     if x is None or pd.isna(x):  # type: ignore[arg-type]
         return "not recorded"
     return ms(float(x))  # type: ignore[arg-type]
+
+
+def plain(text: str) -> str:
+    """Report text without its Markdown code marks, for a chart: `` `def` `` -> `def`."""
+    return text.replace("`", "")

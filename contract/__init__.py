@@ -17,6 +17,7 @@ SCENARIOS: tuple[str, ...] = (
     "items_wait",
     "cpu",
     "mixed",
+    "chat_abandon",
 )
 VARIANTS: tuple[str, ...] = ("sync", "async", "blocking")
 CLIENTS: tuple[str, ...] = ("httpx", "httpx2", "aiohttp")
@@ -60,6 +61,26 @@ RAW_COLUMNS: tuple[str, ...] = (
     "lag_ms",
 )
 
+# Every percentile column, the percentile it is and the column counting its samples. Where the
+# count does not support the percentile (`supported`), the column is written empty and the exact
+# value goes to `<column>_raw`: applied once, by `apply_sample_rule`, wherever a cell's numbers
+# are written (cell.json `metrics` and summary.csv).
+PERCENTILE_RULE: dict[str, tuple[float, str]] = {
+    "p50_ms": (50, "latency_n"),
+    "p90_ms": (90, "latency_n"),
+    "p95_ms": (95, "latency_n"),
+    "p99_ms": (99, "latency_n"),
+    "ttft_p50_ms": (50, "ttft_n"),
+    "ttft_p99_ms": (99, "ttft_n"),
+    "itl_p50_ms": (50, "itl_n"),
+    "itl_p99_ms": (99, "itl_n"),
+    "probe_p50_ms": (50, "probe_requests"),
+    "probe_p99_ms": (99, "probe_requests"),
+    "overhead_p50_ms": (50, "overhead_n"),
+    "overhead_p99_ms": (99, "overhead_n"),
+}
+
+
 # --- summary.csv: names and order (types for the readers) ---------------------------------------
 SUMMARY_TYPES: dict[str, str] = {
     "scenario": "str",
@@ -68,6 +89,9 @@ SUMMARY_TYPES: dict[str, str] = {
     "arm": "str",
     # The server's database and driver, as SQLAlchemy names them: one of DB_DRIVERS.
     "db": "str",
+    # The ASGI server the app ran under, e.g. `uvicorn-httptools` (empty: runs before the field,
+    # all uvicorn with httptools and uvloop).
+    "server": "str",
     "users": "int",
     # Rate mode (open loop): the offered arrival rate; empty for a closed-loop cell.
     "offered_rps": "float",
@@ -79,11 +103,17 @@ SUMMARY_TYPES: dict[str, str] = {
     "censored": "int",
     "failures": "int",
     "rps": "float",
+    # Completions inside the window per second: `ok` requests that *ended* in the window,
+    # whenever they started. In a rate cell `rps` counts the window's arrivals answered ok, some
+    # of them during the drain; `served_rps` is what the server really served per second.
+    "served_rps": "float",
     # Rate mode: requests actually sent during the window per second, the send lag's p99 and
     # whether every connection (slot) was busy at some point, so arrivals had to queue for one.
     "achieved_rps": "float",
     "send_lag_p99_ms": "float",
     "slots_full": "bool",
+    # Latency samples (`ok` + `censored` requests of the window): what the percentiles stand on.
+    "latency_n": "int",
     "p50_ms": "float",
     "p90_ms": "float",
     "p95_ms": "float",
@@ -92,8 +122,10 @@ SUMMARY_TYPES: dict[str, str] = {
     "censored_min_ms": "float",
     "error_p50_ms": "float",
     "error_max_ms": "float",
+    "ttft_n": "int",
     "ttft_p50_ms": "float",
     "ttft_p99_ms": "float",
+    "itl_n": "int",
     "itl_p50_ms": "float",
     "itl_p99_ms": "float",
     "probe_requests": "int",
@@ -138,8 +170,13 @@ SUMMARY_TYPES: dict[str, str] = {
     "http_pool_peak_waiting": "float",
     "db_pool_peak_checked_out": "float",
     "server_rss_peak_mb": "float",
+    # Requests with a `Server-Timing` header: what the overhead percentiles stand on.
+    "overhead_n": "int",
     "overhead_p50_ms": "float",
     "overhead_p99_ms": "float",
+    # The exact percentile whatever its sample count (see PERCENTILE_RULE): the columns above are
+    # empty when their count does not support them; these never are, and say so in their name.
+    **{f"{column}_raw": "float" for column in PERCENTILE_RULE},
 }
 SUMMARY_COLUMNS: tuple[str, ...] = tuple(SUMMARY_TYPES)
 # Filled from the cell's /metrics series (loadtests/scrape.py).
@@ -211,6 +248,34 @@ MIN_NOISE = 0.05
 VERDICT_METRIC = {"hello": "cpu_ms_per_req"}
 
 
+def raw_column(column: str) -> str:
+    """Where the exact value of a percentile column is kept whatever its count: `p99_ms_raw`."""
+    return f"{column}_raw"
+
+
+def apply_sample_rule(values: dict[str, object]) -> dict[str, object]:
+    """A copy of `values` (a cell's metrics, or a summary row) with the sample rule applied.
+
+    Each percentile column keeps its value only when its sample count supports it; the exact
+    value is kept in `<column>_raw` either way. Idempotent: a value already moved to `_raw`
+    stays there. Rows from before the counts existed (cell.json schema 1) get `latency_n` from
+    `ok + censored`, and ttft/itl counts from nothing: their percentiles are kept (the raw
+    columns say the same), as the lab cannot count them afresh.
+    """
+    out = dict(values)
+    if out.get("latency_n") is None and out.get("ok") is not None:
+        out["latency_n"] = int(out.get("ok") or 0) + int(out.get("censored") or 0)
+    for column, (q, count) in PERCENTILE_RULE.items():
+        raw = raw_column(column)
+        value = out.get(raw) if out.get(raw) is not None else out.get(column)
+        out[raw] = value
+        n = out.get(count)
+        known = n is not None and not (isinstance(n, float) and math.isnan(n))
+        keep = value is not None and (not known or supported(q, int(n)))  # type: ignore[arg-type]
+        out[column] = value if keep else None
+    return out
+
+
 def min_samples(q: float) -> int:
     """Samples needed to print percentile `q` (0-100): SAMPLES_BEYOND beyond it."""
     if q >= 100:
@@ -246,6 +311,7 @@ SERVER_ENV: dict[str, str] = {
         "http_max_connections",
         "http_max_concurrency",
         "stream_close",
+        "cancel_on_disconnect",
         "observe",
         "mock_ttft_ms",
         "mock_itl_ms",
@@ -253,6 +319,12 @@ SERVER_ENV: dict[str, str] = {
 }
 # Server timeouts a stall threshold must exceed, and their defaults in servers.settings.
 SERVER_TIMEOUTS: tuple[str, ...] = ("db_pool_timeout_s", "http_timeout_s")
+
+# --- Schema versions of the files a run writes ---------------------------------------------------
+# cell.json and manifest.json carry `schema_version` (results/README.md "Schema versions" says
+# what changed); a file without one is version 1. Readers accept every version up to these.
+CELL_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 2
 
 # --- Calibration (manifest.json `calibration`) ---------------------------------------------------
 CALIBRATION_KEYS: tuple[str, ...] = ("python_loop_per_s", "asgi_hello_per_s")

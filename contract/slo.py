@@ -1,7 +1,8 @@
-"""A service-level objective and how one summary row is judged against it.
+"""A service-level objective and how one summary row is checked against it (`check`).
 
-Written once: the orchestrator judges rate cells with it while it searches for a capacity,
-and the analysis judges the same rows with it when it draws the SLO on the hockey stick.
+Written once: the orchestrator checks rate cells with it while it searches for a capacity,
+and the analysis checks the same rows with it when it draws the SLO on the hockey stick.
+("Judge" is the analysis's word for deciding a verdict between styles; this is not that.)
 
 `p99=500ms,errors=1%` means: the 99th percentile of latency (from each request's intended start,
 censored requests at their age) is at most 500 ms, and errors plus timeouts are at most 1 % of
@@ -68,12 +69,12 @@ def parse_slo(text: str) -> Slo:
 
 
 @dataclass(frozen=True)
-class Judgement:
+class SloCheck:
     """One row against an SLO: pass, fail or unjudged, and why, in the row's own numbers."""
 
     status: str
     why: str
-    # What the latency part was judged on: the percentile, or the maximum when there were too
+    # What the latency part was checked on: the percentile, or the maximum when there were too
     # few samples to print the percentile (contract.min_samples): every sample then counts.
     basis: str = ""
 
@@ -93,17 +94,17 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1")
 
 
-def judge(row: Mapping[str, Any], slo: Slo) -> Judgement:
-    """Judge one summary row (a dict of summary.csv values, as text or typed)."""
+def check(row: Mapping[str, Any], slo: Slo) -> SloCheck:
+    """Check one summary row (a dict of summary.csv values, as text or typed) against `slo`."""
     if str(row.get("status", "ok")) != "ok":
-        return Judgement(UNJUDGED, f"cell failed: {row.get('reason') or 'no numbers'}")
+        return SloCheck(UNJUDGED, f"cell failed: {row.get('reason') or 'no numbers'}")
     if _truthy(row.get("stalled")):
-        return Judgement(FAIL, "stalled")
+        return SloCheck(FAIL, "stalled")
     if not _truthy(row.get("valid")):
-        return Judgement(UNJUDGED, f"invalid: {row.get('invalid_reason') or 'no reason given'}")
+        return SloCheck(UNJUDGED, f"invalid: {row.get('invalid_reason') or 'no reason given'}")
     requests = _number(row, "requests") or 0
     if requests <= 0:
-        return Judgement(FAIL, "no request started in the window")
+        return SloCheck(FAIL, "no request started in the window")
     samples = (_number(row, "ok") or 0) + (_number(row, "censored") or 0)
     if samples >= min_samples(slo.quantile):
         basis, latency = f"p{slo.quantile:g}", _number(row, slo.column)
@@ -120,5 +121,5 @@ def judge(row: Mapping[str, Any], slo: Slo) -> Judgement:
     if errors_pct > slo.errors_pct:
         missed.append(f"errors {errors_pct:.1f}% > {slo.errors_pct:g}%")
     if missed:
-        return Judgement(FAIL, "; ".join(missed), basis)
-    return Judgement(PASS, f"{basis} {latency:.0f} ms", basis)
+        return SloCheck(FAIL, "; ".join(missed), basis)
+    return SloCheck(PASS, f"{basis} {latency:.0f} ms", basis)

@@ -9,9 +9,11 @@ from typing import Any
 
 from rich.console import Console
 
+from loadtests.context import RunContext
 from loadtests.matrix import MatrixSpec
+from loadtests.plan import cell_command
 from loadtests.process import STOP_GRACE_S, Pinning, on_interrupt, reset_interrupts
-from loadtests.runner import RunContext, cell_command, needs_postgres, plan_cells, run_matrix
+from loadtests.runner import plan_cells, run_matrix
 
 
 def _csv(kind: type) -> Any:
@@ -24,7 +26,11 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "variants": ("variants", _csv(str), "comma-separated server variants"),
     "async-clients": ("async_clients", _csv(str), "HTTP clients of the async variant"),
     "sync-clients": ("sync_clients", _csv(str), "HTTP clients of sync and blocking"),
-    "users": ("users", _csv(int), "comma-separated user levels (closed loop)"),
+    "users": (
+        "users",
+        _csv(int),
+        "comma-separated user levels (closed loop; with --rate and no --users: none)",
+    ),
     "rate": ("rates", _csv(int), "open loop: offered rates, req/s (with --slo: the search ladder)"),
     "slo": ("slo", str, "search each variant's capacity at this SLO, e.g. p99=500ms,errors=1%%"),
     "arrivals": ("arrivals", str, "rate mode arrivals: poisson (default) or constant"),
@@ -88,6 +94,9 @@ class BenchOptions:
         overrides = {
             dest: getattr(args, name.replace("-", "_")) for name, (dest, _, _) in OVERRIDES.items()
         }
+        if overrides["rates"] and overrides["users"] is None:
+            # `--rate` alone asks for rate cells: no closed-loop user levels beside them.
+            overrides["users"] = []
         return cls(
             out=args.out,
             matrix=args.matrix,
@@ -128,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         locust_processes=options.locust_processes,
     )
     cells, todo = plan_cells(spec, options.out, options.resume)
-    if options.target and needs_postgres(spec, cells, bool(spec.searches())):
-        parser.error("db_url = 'lab' needs the lab's own servers: drop --target or that arm")
+    try:
+        spec.check_target(options.target)
+    except ValueError as exc:
+        parser.error(str(exc))
     minutes = spec.estimate_s(todo) / 60
     console.print(
         f"{len(todo)} of {len(cells)} cells to run"
@@ -157,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     reset_interrupts()
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        docs = run_matrix(spec, ctx, resume=options.resume, console=console)
+        results = run_matrix(spec, ctx, resume=options.resume, console=console)
     except KeyboardInterrupt:
         console.print(
             f"[red]interrupted[/]: children stopped (each within {STOP_GRACE_S:g} s); finished "
@@ -169,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             if handler is not None:
                 signal.signal(sig, handler)
-    failed = sum(d["status"] != "ok" for d in docs)
-    invalid = sum(d["status"] == "ok" and not d["valid"] for d in docs)
-    stalled = sum(bool(d.get("judged", {}).get("stalled")) for d in docs)
-    unsteady = sum(d.get("metrics", {}).get("steady") is False for d in docs)
+    failed = sum(not r.ok for r in results)
+    invalid = sum(r.ok and not r.valid for r in results)
+    stalled = sum(r.stalled for r in results)
+    unsteady = sum(r.metrics.steady is False for r in results)
     console.print(
-        f"done: {len(docs)} cells, {failed} failed, {invalid} invalid, {stalled} stalled, "
+        f"done: {len(results)} cells, {failed} failed, {invalid} invalid, {stalled} stalled, "
         f"{unsteady} not steady; "
         f"{options.out / 'summary.csv'}",
         soft_wrap=True,

@@ -10,11 +10,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract import MANIFEST_SCHEMA_VERSION
 from loadtests.files import write_atomic
 
 if TYPE_CHECKING:
-    from loadtests.matrix import Cell, MatrixSpec
-    from loadtests.runner import RunContext
+    from contract.cell import CellResult
+    from loadtests.context import RunContext
 
 PACKAGES = (
     "fastapi starlette uvicorn uvloop httptools httpx httpcore httpx2 httpcore2 aiohttp "
@@ -81,19 +82,29 @@ def server_settings(python: str, env: dict[str, str]) -> Any:
 
 
 def start(
-    ctx: "RunContext", spec: "MatrixSpec", cells: "list[Cell]", todo: "list[Cell]"
+    ctx: "RunContext",
+    matrix: dict[str, Any],
+    planned: list[str],
+    estimate_s: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write manifest.json at the start of a run (a resumed run appends a session)."""
+    """Write manifest.json at the start of a run (a resumed run appends a session).
+
+    `planned` is every cell id of the run, `estimate_s` the estimate of what is left to run;
+    `extra` adds top-level sections (the lab's `server_settings`, the probe's `probe`).
+    """
     path = ctx.out / "manifest.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
+    done = {p.parent.name for p in ctx.out.glob("*/cell.json")}
     session = {
         "start": time.time(),
         "end": None,
         "argv": sys.argv,
-        "cells_planned": len(todo),
-        "estimate_s": round(spec.estimate_s(todo)),
+        "cells_planned": len([c for c in planned if c not in done]),
+        "estimate_s": round(estimate_s),
     }
     doc = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
         "run_id": ctx.out.name,
         "start": previous.get("start", session["start"]),
         "end": None,
@@ -103,11 +114,9 @@ def start(
         "pinning": ctx.pinning.to_dict(),
         "target": ctx.target,
         "locust_processes": ctx.locust_processes,
-        "matrix": spec.to_dict(),
-        "cells": [c.cell_id for c in cells],
-        "server_settings": server_settings(
-            ctx.python, {"LAB_THREADPOOL_TOKENS": str(spec.token_levels[0])}
-        ),
+        "matrix": matrix,
+        "cells": list(planned),
+        **(extra or {}),
         "sessions": [*previous.get("sessions", []), session],
         # Machine speed before the run and after each pass (loadtests/calibrate.py).
         "calibration": previous.get("calibration", []),
@@ -130,7 +139,7 @@ def add_calibration(out: Path, entry: dict[str, Any]) -> None:
 
 
 def finish(
-    out: Path, doc: dict[str, Any], docs: list[dict[str, Any]], interrupted: bool = False
+    out: Path, doc: dict[str, Any], results: "list[CellResult]", interrupted: bool = False
 ) -> None:
     """Record the end of the run (also after Ctrl-C: the session is then `interrupted`)."""
     now = time.time()
@@ -138,10 +147,10 @@ def finish(
     doc["sessions"][-1].update(
         end=now,
         interrupted=interrupted,
-        cells_run=len(docs),
-        cells_failed=sum(d["status"] != "ok" for d in docs),
-        cells_invalid=sum(d["status"] == "ok" and not d["valid"] for d in docs),
-        cells_stalled=sum(bool(d.get("judged", {}).get("stalled")) for d in docs),
-        cells_not_steady=sum(d.get("metrics", {}).get("steady") is False for d in docs),
+        cells_run=len(results),
+        cells_failed=sum(not r.ok for r in results),
+        cells_invalid=sum(r.ok and not r.valid for r in results),
+        cells_stalled=sum(r.stalled for r in results),
+        cells_not_steady=sum(r.metrics.steady is False for r in results),
     )
     write_atomic(out / "manifest.json", json.dumps(doc, indent=2))

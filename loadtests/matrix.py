@@ -16,7 +16,9 @@ from contract import (
     VARIANTS,
 )
 from contract.slo import Slo, parse_slo
+from loadtests import manifest
 from loadtests.locust_runner import Clock
+from loadtests.postgres import LAB_CLUSTER
 from loadtests.scenarios import SCENARIOS
 from servers.settings import Settings
 
@@ -210,6 +212,27 @@ class MatrixSpec:
                 f"{STALL_MARGIN_S:g} s (longest: {longest:g} s, {self.server_timeouts()}), "
                 "or a slow error would be called a stall"
             )
+
+    def needs_lab_cluster(self, cells: list[Cell], searches: bool = False) -> bool:
+        """Whether a cell to run (or a capacity search) uses the run's own PostgreSQL
+        (`db_url = "lab"`)."""
+        settings = [self.settings_of(self.arm_of(c)) for c in cells]
+        if searches:  # the searches' rate cells run the main matrix's settings
+            settings.append(self.settings_of())
+        return any(s.get("db_url") == LAB_CLUSTER for s in settings)
+
+    def check_target(self, target: str | None) -> None:
+        """ValueError when the matrix cannot run against a server the lab did not start."""
+        if target and self.needs_lab_cluster(self.cells(), bool(self.searches())):
+            raise ValueError(
+                "db_url = 'lab' needs the lab's own servers: drop --target or that arm"
+            )
+
+    def server_settings(self, python: str) -> Any:
+        """The servers' effective settings with this matrix's first token count (manifest)."""
+        return manifest.server_settings(
+            python, {"LAB_THREADPOOL_TOKENS": str(self.token_levels[0])}
+        )
 
     def slo_spec(self) -> Slo | None:
         """The parsed SLO (None without one)."""

@@ -39,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("items_wait", "items.py", ("ItemsWaitUser",)),
         Scenario("cpu", "cpu.py", ("CpuUser",)),
         Scenario("mixed", "mixed.py", ("HeavyChatUser", "ProbeUser"), proxy=True, extra_users=1),
+        Scenario("chat_abandon", "abandon.py", ("AbandonChatUser",), proxy=True),
     )
 }
 # The contract names the scenarios; this table says how each one runs.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import CAPACITY_COLUMNS
-from contract.slo import FAIL, PASS, Judgement, Slo
+from contract.slo import FAIL, PASS, Slo, SloCheck
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Search:
     client: str
     repeat: int
     arm: str = ""
-    tried: dict[int, tuple[Judgement, dict[str, Any]]] = field(default_factory=dict)
+    tried: dict[int, tuple[SloCheck, dict[str, Any]]] = field(default_factory=dict)
 
     def lowest_miss(self) -> int | None:
         """The lowest rate tried that did not pass (None: all passed)."""
@@ -68,7 +68,7 @@ def run_search(
     search: Search,
     ladder: list[int],
     steps: int,
-    measure: Callable[[int], tuple[Judgement, dict[str, Any]]],
+    measure: Callable[[int], tuple[SloCheck, dict[str, Any]]],
 ) -> Search:
     """Measure rates until `next_rate` says the search is over."""
     while (rate := next_rate(search, ladder, steps)) is not None:

@@ -5,7 +5,6 @@ are over `ok` and `censored` requests (censored ones at their age when the cell 
 bound); failed requests' latencies are reported apart. Little's law checks the steady state.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,9 @@ from contract import (
     SUMMARY_COLUMNS,
     SUMMARY_TYPES,
     TIMEOUT,
+    apply_sample_rule,
 )
+from contract.cell import CellResult
 from loadtests.files import write_atomic
 
 INT_COLUMNS = [c for c, kind in SUMMARY_TYPES.items() if kind == "int"]
@@ -125,9 +126,14 @@ def summarize_requests(
     ttft_p50, ttft_p99 = percentiles(ttft, (50, 99))
     itl_p50, itl_p99 = percentiles(itl, (50, 99))
     probe_p50, probe_p99, probe_max = percentiles(probe["latency_ms"], (50, 99, 100))
-    overhead_p50, overhead_p99 = percentiles(app_overhead(main), (50, 99))
+    overhead = app_overhead(main)
+    overhead_p50, overhead_p99 = percentiles(overhead, (50, 99))
     seconds = end - start
     ok = int(counts.get(OK, 0))
+    # Served: ok completions inside the window, whenever those requests started.
+    every = rows[rows["kind"] == "request"]
+    ended = every["ts"] + every["latency_ms"] / 1000
+    served = int(((every["outcome"] == OK) & (ended >= start) & (ended < end)).sum())
     little = little_ratio(users, len(main), seconds, main["latency_ms"])
     all_main = rows[rows["kind"] == "request"]
     gaps = completion_gaps(all_main, start if cell_start is None else cell_start, cell_end or end)
@@ -142,6 +148,8 @@ def summarize_requests(
         "censored": int(counts.get(CENSORED, 0)),
         "failures": len(failed),
         "rps": ok / seconds if seconds > 0 else None,
+        "served_rps": served / seconds if seconds > 0 else None,
+        "latency_n": len(latency),
         "p50_ms": p50,
         "p90_ms": p90,
         "p95_ms": p95,
@@ -150,14 +158,17 @@ def summarize_requests(
         "censored_min_ms": float(censored.min()) if len(censored) else None,
         "error_p50_ms": err_p50,
         "error_max_ms": err_max,
+        "ttft_n": len(ttft),
         "ttft_p50_ms": ttft_p50,
         "ttft_p99_ms": ttft_p99,
+        "itl_n": len(itl),
         "itl_p50_ms": itl_p50,
         "itl_p99_ms": itl_p99,
         "probe_requests": len(probe) if len(probe) else None,
         "probe_p50_ms": probe_p50,
         "probe_p99_ms": probe_p99,
         "probe_max_ms": probe_max,
+        "overhead_n": len(overhead),
         "overhead_p50_ms": overhead_p50,
         "overhead_p99_ms": overhead_p99,
         "little_ratio": little,
@@ -282,27 +293,35 @@ def validity(
     return not reasons, "; ".join(reasons)
 
 
-def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
-    """One summary.csv row from a cell.json document."""
-    settings = cell.get("settings", {})
-    cpu = cell.get("cpu", {})
+def summary_row(cell: CellResult | dict[str, Any]) -> dict[str, Any]:
+    """One summary.csv row from a cell (its typed record, or cell.json's data), the sample rule
+    applied (`contract.apply_sample_rule`: also to cells written before it was)."""
+    if not isinstance(cell, CellResult):
+        cell = CellResult.parse(cell)
+    settings = cell.settings
+    cpu = cell.cpu
     row: dict[str, Any] = {
-        **{k: cell.get(k) for k in ("scenario", "variant", "client", "users", "repeat")},
-        "offered_rps": cell.get("offered_rps"),
-        "arm": cell.get("arm", ""),
-        "db": cell.get("db"),
-        **cell.get("metrics", {}),
-        **cell.get("judged", {}),
-        "loadgen_cpu_pct": cpu.get("loadgen_pct"),
-        "upstream_cpu_pct": cpu.get("upstream_pct"),
-        "server_cpu_pct": cpu.get("server_pct"),
-        "db_cpu_pct": cpu.get("db_pct"),
-        "cut_off": cell.get("cut_off"),
-        "valid": bool(cell.get("valid")),
-        "invalid_reason": cell.get("invalid_reason", ""),
-        "status": cell.get("status"),
-        "reason": cell.get("reason", ""),
-        "cell_id": cell.get("cell_id"),
+        "scenario": cell.scenario,
+        "variant": cell.variant,
+        "client": cell.client,
+        "users": cell.users,
+        "repeat": cell.repeat,
+        "offered_rps": cell.offered_rps,
+        "arm": cell.arm,
+        "db": cell.db,
+        "server": cell.server,
+        **cell.metrics.model_dump(),
+        **cell.judged.model_dump(),
+        "loadgen_cpu_pct": cpu.loadgen_pct,
+        "upstream_cpu_pct": cpu.upstream_pct,
+        "server_cpu_pct": cpu.server_pct,
+        "db_cpu_pct": cpu.db_pct,
+        "cut_off": cell.cut_off,
+        "valid": cell.valid,
+        "invalid_reason": cell.invalid_reason,
+        "status": cell.status,
+        "reason": cell.reason,
+        "cell_id": cell.cell_id,
         "duration_s": settings.get("duration_s"),
         "warmup_s": settings.get("warmup_s"),
         "threadpool_tokens": settings.get("threadpool_tokens"),
@@ -310,14 +329,16 @@ def summary_row(cell: dict[str, Any]) -> dict[str, Any]:
         "db_max_overflow": settings.get("db_max_overflow"),
         "observe": settings.get("observe", True),
         "upstream_latency_ms": settings.get("upstream_latency_ms"),
-        **{k: cell.get("mechanisms", {}).get(k) for k in MECHANISM_COLUMNS},
+        **{k: getattr(cell.mechanisms, k, None) for k in MECHANISM_COLUMNS},
     }
+    if cell.ok:
+        row = apply_sample_rule(row)
     return {col: row.get(col) for col in SUMMARY_COLUMNS}
 
 
 def write_summary(run_dir: Path, order: list[str] | None = None) -> Path:
     """Write summary.csv from every `<cell>/cell.json` of a run (in `order` of cell ids)."""
-    cells = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/cell.json")}
+    cells = {p.parent.name: CellResult.load(p) for p in run_dir.glob("*/cell.json")}
     ids = [c for c in (order or []) if c in cells] + sorted(set(cells) - set(order or []))
     frame = pd.DataFrame.from_records([summary_row(cells[c]) for c in ids], columns=SUMMARY_COLUMNS)
     # Nullable ints, so an empty cell stays empty instead of turning the column into floats.
@@ -325,3 +346,38 @@ def write_summary(run_dir: Path, order: list[str] | None = None) -> Path:
     path = run_dir / "summary.csv"
     write_atomic(path, frame.to_csv(index=False, float_format="%.3f"))
     return path
+
+
+def rebuild_summary(run_dir: Path) -> Path:
+    """Rewrite a run's summary.csv in today's columns, the sample rule applied.
+
+    From its cells' cell.json when it has them (in summary.csv's own row order); a run kept as
+    summary.csv alone (results/reference/slo/earlier-*) has each of its rows rewritten instead.
+    No number is measured again: the rule only moves unsupported percentiles to `_raw`.
+    """
+    path = run_dir / "summary.csv"
+    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
+    order = list(old["cell_id"]) if old is not None else None
+    if any(run_dir.glob("*/cell.json")):
+        return write_summary(run_dir, order)
+    if old is None:
+        raise FileNotFoundError(f"{run_dir}: neither cells nor a summary.csv")
+    rows = []
+    for record in old.to_dict("records"):
+        typed = {k: (None if v == "" else v) for k, v in record.items()}
+        if typed.get("status") == "ok":
+            for key in ("ok", "censored", "probe_requests"):
+                if typed.get(key) is not None:
+                    typed[key] = int(float(typed[key]))
+            typed = apply_sample_rule(typed)
+        rows.append({col: typed.get(col) for col in SUMMARY_COLUMNS})
+    frame = pd.DataFrame.from_records(rows, columns=SUMMARY_COLUMNS)
+    write_atomic(path, frame.to_csv(index=False))
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    for folder in sys.argv[1:]:
+        print(f"rewrote {rebuild_summary(Path(folder))}")

@@ -13,6 +13,7 @@ Pure functions over text: unit-tested on dumps the lab recorded (tests/data/).
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # py-spy prints `Thread 123 (idle): "AnyIO worker thread"`, then one frame per line, innermost
 # first: `    function (file.py:line)`.
@@ -119,6 +120,51 @@ def _idle(frames: list[Frame]) -> bool:
             continue
         return False
     return False
+
+
+# The lab's own instrumentation around a probed app (`probe/`): never the app's code.
+LAB_PROBE = Path(__file__).resolve().parents[1] / "probe"
+
+
+def app_frame(stack: ThreadStack, root: Path) -> str | None:
+    """The innermost frame of a thread in the app's own code, `file:line function`.
+
+    py-spy prints a file relative to the `sys.path` entry it was found under (the app's folder
+    is one), or absolute: a frame is the app's when that file is under `root`, outside any
+    installed package and outside the lab's `probe/`.
+    """
+    base = root.resolve()
+    for frame in stack.frames:
+        if "site-packages" in frame.file or "dist-packages" in frame.file:
+            continue
+        path = Path(frame.file)
+        path = path if path.is_absolute() else base / path
+        try:
+            resolved = path.resolve()
+            shown = resolved.relative_to(base)
+        except (OSError, ValueError):
+            continue
+        if resolved.is_file() and not resolved.is_relative_to(LAB_PROBE):
+            return f"{shown}:{frame.line} {frame.function}"
+    return None
+
+
+def user_sites(text: str, root: Path) -> dict[str, object]:
+    """Where in the app's own code a dump's threads were (`sync-async-lab probe` cells).
+
+    `workers`: busy worker threads per innermost app frame (the endpoint line whose query
+    waits for a connection, say). `loop`: the event loop's (the main thread's) innermost app
+    frame, "" when it was not in the app's code: a loop held by the app shows where.
+    """
+    workers: Counter[str] = Counter()
+    loop = ""
+    for thread in parse_dump(text):
+        site = app_frame(thread, root)
+        if thread.name == "MainThread":
+            loop = site or ""
+        elif thread.worker and site and not (thread.frames and _idle(thread.frames)):
+            workers[site] += 1
+    return {"workers": dict(workers.most_common()), "loop": loop}
 
 
 def summarize(text: str) -> dict[str, object]:

@@ -8,13 +8,14 @@ as lag, because the monitor itself wakes up late.
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector
-from sqlalchemy import Engine
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from sqlalchemy import Engine, event
 
 from servers.timing import instrument_client, instrument_engine
 
@@ -47,6 +48,17 @@ def db_pool_usage(engine: Engine) -> tuple[int, int]:
     return pool.checkedout(), pool.size() + max(pool._max_overflow, 0)
 
 
+@dataclass(frozen=True)
+class Pools:
+    """What the monitor samples beside the loop and the threadpool: the app's DB pool as
+    (checked out, capacity) and its HTTP client's pool as (active, idle, waiting), each a
+    function returning None when there is nothing to show. The lab's apps name their engine and
+    client (`observe`); `sync-async-lab probe` sums the pools it finds in a user's app."""
+
+    db: Callable[[], tuple[int, int] | None] | None = None
+    http: Callable[[], tuple[int, int, int] | None] | None = None
+
+
 class Monitor:
     """Samples lag and occupancy on the loop; publishes per-second peaks as gauges."""
 
@@ -74,12 +86,14 @@ class Monitor:
         self.db_out = gauge("db_pool_checked_out", "Peak DB connections checked out, last second.")
         self.db_capacity = gauge("db_pool_capacity", "DB pool size plus overflow.")
 
-    async def run(self, app: FastAPI, engine: Engine) -> None:
-        """Sample until cancelled."""
+    async def run(self, pools: "Pools") -> None:
+        """Sample until cancelled: the loop's lag, the threadpool and the app's `pools`."""
         loop = asyncio.get_running_loop()
         limiter = anyio.to_thread.current_default_thread_limiter()
         self.tokens_total.set(limiter.total_tokens)
-        self.db_capacity.set(db_pool_usage(engine)[1])
+        db = pools.db() if pools.db is not None else None
+        if db is not None:
+            self.db_capacity.set(db[1])
         peaks: dict[str, float] = {}
         window_end = loop.time() + WINDOW_S
         while True:
@@ -89,29 +103,31 @@ class Monitor:
             lag = max(time.perf_counter() - start - SAMPLE_S, 0.0)
             self.lag.observe(lag)
             stats = limiter.statistics()
-            sample = {
-                "lag": lag,
-                "tokens": stats.borrowed_tokens,
-                "waiting": stats.tasks_waiting,
-                "db": db_pool_usage(engine)[0],
-            }
-            http = http_pool_usage(app.state.http)
+            sample = {"lag": lag, "tokens": stats.borrowed_tokens, "waiting": stats.tasks_waiting}
+            db = pools.db() if pools.db is not None else None
+            if db is not None:
+                sample["db"] = db[0]
+            http = pools.http() if pools.http is not None else None
             if http is not None:
                 sample.update(active=http[0], idle=http[1], http_waiting=http[2])
             for key, value in sample.items():
                 peaks[key] = max(peaks.get(key, 0.0), value)
             if loop.time() >= window_end:
-                self._publish(peaks, limiter.total_tokens, db_pool_usage(engine)[1])
+                self._publish(peaks, limiter.total_tokens, None if db is None else db[1])
                 peaks = {}
                 window_end = loop.time() + WINDOW_S
 
-    def _publish(self, peaks: dict[str, float], total_tokens: float, db_capacity: int) -> None:
+    def _publish(
+        self, peaks: dict[str, float], total_tokens: float, db_capacity: int | None
+    ) -> None:
         self.lag_max.set(peaks["lag"])
         self.tokens_total.set(total_tokens)
         self.tokens_in_use.set(peaks["tokens"])
         self.waiting.set(peaks["waiting"])
-        self.db_out.set(peaks["db"])
-        self.db_capacity.set(db_capacity)
+        if "db" in peaks:
+            self.db_out.set(peaks["db"])
+        if db_capacity is not None:
+            self.db_capacity.set(db_capacity)
         for state, key in (("active", "active"), ("idle", "idle"), ("waiting", "http_waiting")):
             if key in peaks:
                 self.http.labels(state).set(peaks[key])
@@ -141,7 +157,8 @@ async def observe(app: FastAPI, enabled: bool = True) -> AsyncIterator[None]:
     instrument_engine(engine)
     registry: CollectorRegistry = app.state.registry
     monitor = Monitor(registry)
-    task = asyncio.create_task(monitor.run(app, engine))
+    pools = Pools(db=lambda: db_pool_usage(engine), http=lambda: http_pool_usage(app.state.http))
+    task = asyncio.create_task(monitor.run(pools))
     app.state.monitor_task = task
     try:
         yield
@@ -157,3 +174,23 @@ def _unregister_all(registry: CollectorRegistry, keep: Callable[[Any], bool]) ->
     for collector in list(registry._collector_to_names):
         if not keep(collector):
             registry.unregister(collector)
+
+
+@contextlib.contextmanager
+def statements_counted(registry: CollectorRegistry, engine: Engine) -> Iterator[Counter]:
+    """`lab_db_statements_total`: every statement the engine sends to the database (SQLAlchemy's
+    `before_cursor_execute`), while the block runs. Next to the requests answered, it tells how
+    many queries ran for clients that had gone (loadtests/matrices/abandon.toml). Unregistered
+    with the rest of the lab's metrics when the app stops (`observe`)."""
+    counter = Counter(
+        f"{PREFIX}_db_statements", "Statements sent to the database.", registry=registry
+    )
+
+    def count(*_: Any) -> None:
+        counter.inc()
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

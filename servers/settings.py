@@ -33,8 +33,15 @@ class Settings(BaseSettings):
     stream_close: Literal["generator", "response"] = "generator"
 
     # The largest request body any route reads (FastAPI's `max_body_size`): beyond it, 413 in
-    # OpenAI's envelope, before the rest is read (a `Content-Length` over it is refused unread).
+    # OpenAI's envelope, before the rest is read (a `Content-Length` over it is refused before
+    # any of it is read).
     max_body_bytes: int = Field(1024 * 1024, ge=0)
+    # What happens to the rest of a refused body (nginx's lingering close): once the 413 is
+    # written, up to `body_drain_bytes` more are read and thrown away, for at most
+    # `body_drain_s`, and then the connection is closed. A client that sends its whole body
+    # before it reads (urllib) reads the 413 instead of a reset when its body fits.
+    body_drain_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    body_drain_s: float = Field(2.0, ge=0)
 
     # anyio's default limiter is what runs every `def` endpoint and sync dependency.
     threadpool_tokens: int = Field(40, ge=1)
@@ -45,6 +52,13 @@ class Settings(BaseSettings):
     # The lab's own instrumentation: the /metrics monitor, Server-Timing and the timing hooks on
     # the HTTP client and the engine. Off measures what observing costs (the observer effect).
     observe: bool = True
+
+    # A fix arm (servers/disconnect.py): when a client leaves before its response is complete,
+    # cancel the request's work as far as its style allows. `async def`: the handler is
+    # cancelled. `def`: a request still waiting for a thread never starts, and a running
+    # thread's upstream read is ended (its socket shut down), but the thread runs to its end and
+    # its result is discarded. `blocking`: nothing can hear the client while the loop is blocked.
+    cancel_on_disconnect: bool = False
 
     # Database: SQLite at `db_path` (embedded, the default), or PostgreSQL at `db_url`
     # (`postgresql://user@host:port/db`; `make bench-pg` starts its own cluster). On PostgreSQL

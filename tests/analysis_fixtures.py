@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import contract
 from loadtests.matrix import Cell as MatrixCell
@@ -42,6 +43,56 @@ CELLS: tuple[tuple[str, str, str], ...] = (
 
 # The orchestrator's summary.csv: every contract column, in the contract's order.
 SUMMARY_HEADER = list(contract.SUMMARY_COLUMNS)
+
+
+def as_written(row: dict[str, object]) -> dict[str, object]:
+    """A summary row as the orchestrator writes it (loadtests.summary.summary_row): in an ok cell
+    `latency_n` the window's ok + censored requests unless the row says otherwise, and the
+    contract's sample rule applied (`contract.apply_sample_rule`: a percentile its count does
+    not support left empty, its value kept in `<column>_raw`)."""
+    if row.get("status") != "ok":
+        return row
+    typed = {k: None if v == "" else v for k, v in row.items()}
+    ruled = contract.apply_sample_rule(typed)
+    return {k: "" if v is None else v for k, v in ruled.items()}
+
+
+def write_summary(
+    path: Path, rows: list[dict[str, object]], header: list[str] | None = None
+) -> Path:
+    """summary.csv of `rows` as the orchestrator writes them (as_written), in `header`'s columns
+    (default: every contract column)."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header or SUMMARY_HEADER, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(as_written(r) for r in rows)
+    return path
+
+
+def section_charts_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports written in this test draw the sections' charts only: the per-scenario ones, the
+    slow part of a report, are tested in test_analysis_report."""
+    from analysis.report import render
+
+    monkeypatch.setattr(render, "scenario_charts", lambda run, decided, out: ([], []))
+
+
+def cell_record(row: dict[str, object], **extra: object) -> dict[str, object]:
+    """A cell.json for a summary row: the fields `contract.cell.CellResult` requires, `extra`."""
+    return {
+        "cell_id": row["cell_id"],
+        "scenario": row["scenario"],
+        "variant": row["variant"],
+        "client": row["client"],
+        "arm": row.get("arm") or "",
+        "users": int(str(row["users"])),
+        "repeat": int(str(row["repeat"])),
+        "status": row["status"],
+        "valid": str(row.get("valid")) == "True",
+        **extra,
+    }
+
+
 # Cells whose metrics.csv the fixture writes; the others have none, as a run from before issue 5.
 METRICS_CELLS = frozenset(
     f"chat__{variant}-httpx__u200__r1" for variant in ("sync", "async", "blocking")
@@ -310,15 +361,12 @@ def write_run(root: Path, *, raw: bool = True, seed: int = 7) -> Path:
     rows += [
         summary_row(Cell(s, v, c, u, r, arm=NOOBS)) for s, v, c, u in ARM_CELLS for r in REPEATS
     ]
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     write_manifest(run, MANIFEST)
     for row in rows:
         cell_dir = run / str(row["cell_id"])
         cell_dir.mkdir()
-        cell = {"cell_id": row["cell_id"], "window_start": T0 + 3, "window_end": T0 + 13}
+        cell = cell_record(row, window_start=T0 + 3, window_end=T0 + 13)
         (cell_dir / "cell.json").write_text(json.dumps(cell))
         if raw and row["status"] == "ok":
             write_requests(cell_dir / "requests.csv", row, rng)
@@ -363,10 +411,7 @@ def write_sweep_run(root: Path, *, mechanism: bool = True) -> Path:
             # As a run from before /metrics: no mechanism charts, the why column says so.
             row.update(dict.fromkeys(MECHANISM_COLUMNS, ""))
         rows.append(row)
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     manifest = {**MANIFEST, "run_id": "sweep-run", "matrix": {"threadpool_tokens": SWEEP_TOKENS}}
     write_manifest(run, manifest)
     for row in rows:
@@ -510,10 +555,7 @@ def write_stalls_run(root: Path, rows: list[dict] | None = None, name: str = "st
     run = root / name
     run.mkdir(parents=True)
     rows = stall_rows() if rows is None else rows
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     matrix = {"users": list(STALL_USERS), "arms": STALL_MANIFEST_ARMS}
     manifest = {**MANIFEST, "run_id": name, "matrix": matrix}
     write_manifest(run, manifest)
@@ -561,10 +603,7 @@ def write_multi_sweep_run(root: Path) -> Path:
             if cell.variant == "sync" and (scenario, cell.users, tokens) in MULTI_SWEEP_STALLED:
                 row.update(stalled=True, steady=False, gap_max_s=12.5, rps=1.0)
             rows.append(row)
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     manifest = {
         **MANIFEST,
         "run_id": "multi-sweep-run",
@@ -638,10 +677,7 @@ def write_clients_run(
     run = root / name
     run.mkdir(parents=True)
     rows = clients_run_rows() if rows is None else rows
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     matrix = {"users": [CLIENTS_USERS], "repeats": 3, "arms": CLIENT_MANIFEST_ARMS}
     manifest = {**MANIFEST, "run_id": name, "matrix": matrix}
     write_manifest(run, manifest)
@@ -680,7 +716,9 @@ def rate_cell_id(variant: str, client: str, offered: int, repeat: int, arm: str 
 
 def rate_row(variant: str, client: str, offered: int, repeat: int) -> dict[str, object]:
     """One rate cell on `chat`: within its capacity p99 200-400 ms, above it the queue grows
-    (p99 in seconds, slots full); `blocking` stalls at every rate."""
+    (p99 in seconds, slots full) and the server serves little more than its capacity while
+    `rps` (arrivals answered ok, some in the drain) looks higher; `blocking` stalls at every
+    rate."""
     row = summary_row(Cell("chat", variant, client, RATE_SLOTS, repeat))
     cap = RATE_CAPACITY[(variant, client)]
     jitter = 0.98 if repeat == 1 else 1.02
@@ -693,6 +731,7 @@ def rate_row(variant: str, client: str, offered: int, repeat: int) -> dict[str, 
         send_lag_p99_ms=2.0 if meets else 300.0,
         slots_full=not meets,
         rps=round(offered * (0.99 if meets else 0.6), 2),
+        served_rps=round(offered * 0.98 if meets else max(cap, 50) * 1.1, 2),
         requests=requests,
         ok=requests,
         p50_ms=round(CHAT_LATENCY_MS * (1.05 if meets else 3.0), 2),
@@ -708,6 +747,7 @@ def rate_row(variant: str, client: str, offered: int, repeat: int) -> dict[str, 
         row.update(
             stalled=True,
             rps=1.0,
+            served_rps=1.0,
             censored=RATE_SLOTS,
             stall_evidence=f"12.0 s without a completion, {RATE_SLOTS} in flight",
         )
@@ -786,10 +826,7 @@ def write_rate_run(
         ]
     if rates:
         rows += rate_rows()
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_HEADER)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     if capacity:
         with (run / "capacity.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(contract.CAPACITY_COLUMNS))
@@ -937,11 +974,7 @@ def write_db_run(
     run = root / name
     run.mkdir(parents=True)
     rows = db_run_rows() if rows is None else rows
-    header = [c for c in SUMMARY_HEADER if c not in drop]
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows, [c for c in SUMMARY_HEADER if c not in drop])
     matrix: dict[str, object] = {
         "users": [DB_USERS],
         "repeats": 2,

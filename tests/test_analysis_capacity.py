@@ -26,11 +26,11 @@ from analysis.judge.capacity import (  # noqa: E402
     run_slo,
     style_words,
 )
-from analysis.judge.verdict import judge  # noqa: E402
+from analysis.judge.verdict import decide_verdicts  # noqa: E402
 from analysis.load import RunFormatError, load_capacity, load_run  # noqa: E402
 from analysis.plot.capacity import hockey  # noqa: E402
 from analysis.report import write_report  # noqa: E402
-from analysis.report.capacity_blocks import HEADING  # noqa: E402
+from analysis.sections.capacity import HEADING  # noqa: E402
 from contract.slo import Slo, parse_slo  # noqa: E402
 from tests.analysis_fixtures import (  # noqa: E402
     RATES,
@@ -43,7 +43,7 @@ SLO = parse_slo(SLO_TEXT)
 HEADLINE = (
     "At p99 ≤ 500 ms and ≤ 1 % errors, `def` carries 200 req/s, `async def` + httpx 400 req/s "
     "(x2.00 of `def`), `async def` + aiohttp ≥ 800 req/s (every rate tried met the SLO; ≥ x4.00 "
-    "of `def`), blocking-in-async < 100 req/s (stalls at 100 req/s)."
+    "of `def`), `async def` + sync lib < 100 req/s (stalls at 100 req/s)."
 )
 
 
@@ -113,7 +113,7 @@ def test_rate_rows_are_kept_out_of_the_closed_loop_summary(runs: dict[str, Path]
     assert both.rates["offered_rps"].notna().all()
     assert both.summary["offered_rps"].isna().all()
     pd.testing.assert_frame_equal(both.summary, closed.summary)
-    assert judge(both.summary).verdicts == judge(closed.summary).verdicts
+    assert decide_verdicts(both.summary).verdicts == decide_verdicts(closed.summary).verdicts
     assert closed.rates.empty and closed.capacity.empty
     assert list(closed.capacity.columns[: len(contract.CAPACITY_COLUMNS)]) == list(
         contract.CAPACITY_COLUMNS
@@ -336,7 +336,7 @@ def test_style_words() -> None:
     assert style_words("sync", "httpx2") == "`def` + httpx2"
     assert style_words("async", "httpx") == "`async def` + httpx"
     assert style_words("async", "-") == "`async def`"
-    assert style_words("blocking", "httpx", "fix") == "blocking-in-async (arm `fix`)"
+    assert style_words("blocking", "httpx", "fix") == "`async def` + sync lib (arm `fix`)"
 
 
 # --- plot ------------------------------------------------------------------------------------
@@ -371,6 +371,36 @@ def test_hockey_draws_styles_slo_and_capacities(runs: dict[str, Path], cells: pd
         plt.close(fig)
 
 
+def test_a_p99_from_too_few_samples_is_drawn_apart_and_labelled(cells: pd.DataFrame) -> None:
+    # The sample rule left the p99 of the lowest rate empty in every repeat: its raw value is a
+    # thin dotted line with hollow squares, in the legend as such; the solid p99 skips it.
+    few = cells.copy()
+    low = few["offered_rps"] == RATES[0]
+    few.loc[low, "p99_ms_raw"] = few.loc[low, "p99_ms"]
+    few.loc[low, "p99_ms"] = math.nan
+    points = rate_points(few)
+    at_low = points[points["offered_rps"] == RATES[0]]
+    assert at_low["p99_ms"].isna().all() and at_low["p99_ms_raw"].notna().all()
+    fig, ax = plt.subplots()
+    try:
+        hockey(ax, points, SLO)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "p99 of too few samples (raw)" in legend
+        hollow = [ln for ln in ax.get_lines() if ln.get_marker() == "s" and len(ln.get_xdata())]
+        assert hollow and all(list(ln.get_xdata()) == [RATES[0]] for ln in hollow)
+        solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and len(ln.get_xdata())]
+        assert all(RATES[0] not in list(ln.get_xdata()) for ln in solid)
+    finally:
+        plt.close(fig)
+    # Without such a point there is no such line, nor its legend entry.
+    fig, ax = plt.subplots()
+    try:
+        hockey(ax, rate_points(cells), SLO)
+        assert "p99 of too few samples (raw)" not in [t.get_text() for t in ax.get_legend().texts]
+    finally:
+        plt.close(fig)
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -387,17 +417,23 @@ def test_the_section_leads_a_run_with_rate_cells(
     assert md.index(f"## {HEADING}") < md.index("## At a glance") < md.index("## Verdicts")
     section = _section(md)
     assert HEADLINE in section
-    assert "| `def` | 200 req/s | 400 req/s: p99 1000 ms > 500 ms | `bracketed` | baseline |" in (
-        section
-    )
+    # Beside the offered rates: what was sent and what was served, each named.
+    assert (
+        "| `def` | 200 req/s | sent 198/s, served 196/s | 400 req/s: p99 1000 ms > 500 ms | "
+        "sent 360/s, served 220/s | `bracketed` | baseline |"
+    ) in section
+    assert "| style | offered | repeat | sent | sent / offered | served |" in section
+    assert "**sent** (`achieved_rps`)" in section and "**served** (`served_rps`)" in section
     assert "![chat: latency vs offered rate](charts/chat_capacity.png)" in section
     assert (runs["both"] / "charts" / "chat_capacity.png").stat().st_size > 1000
     # Every rate cell is a row of the cell table, with its judgement.
     assert len(re.findall(r"^\| `def` \| \d+/s \| [12] \|", section, re.M)) == len(RATES) * 2
-    assert "| 400/s | 1 | 360/s | 90% | 300 ms | yes | 600 ms | 1,000 ms |" in section
+    assert "| 400/s | 1 | 360/s | 90% | 220/s | 300 ms | yes | 600 ms | 1,000 ms |" in section
     assert "**fail**: p99 1000 ms > 500 ms" in section and "pass: p99 220 ms" in section
     html = (runs["both"] / "report.html").read_text()
-    assert f"<h2>{HEADING}</h2>" in html and "blocking-in-async &lt; 100 req/s" in html
+    assert (
+        f"<h2>{HEADING}</h2>" in html and "<code>async def</code> + sync lib &lt; 100 req/s" in html
+    )
 
 
 def test_a_run_without_rate_cells_is_unchanged(reports: dict[str, str]) -> None:

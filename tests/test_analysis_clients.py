@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 import contract  # noqa: E402
+from analysis import vocabulary  # noqa: E402
 from analysis.judge.clients import (  # noqa: E402
     FASTER,
     SLOWER,
@@ -25,10 +26,12 @@ from analysis.load import load_run  # noqa: E402
 from analysis.plot import styles  # noqa: E402
 from analysis.plot.clients import plot_clients  # noqa: E402
 from analysis.report.build import write_report  # noqa: E402
-from analysis.report.client_blocks import HEADING, client_blocks, scenario_table  # noqa: E402
+from analysis.sections.clients import HEADING, SECTION, scenario_table  # noqa: E402
+from analysis.sections.registry import blocks_of  # noqa: E402
 from tests.analysis_fixtures import (  # noqa: E402
     client_plan,
     clients_run_rows,
+    section_charts_only,
     write_clients_run,
     write_run,
 )
@@ -46,14 +49,14 @@ def row(table, scenario: str, variant: str, client: str):  # noqa: ANN001, ANN20
 
 
 def test_every_style_and_client_has_its_own_colour_and_label() -> None:
-    pairs = {styles.style_of(v, c) for v in ("sync", "async") for c in contract.SYNC_CLIENTS}
-    pairs.add(styles.style_of("async", "aiohttp"))
+    pairs = {vocabulary.style_of(v, c) for v in ("sync", "async") for c in contract.SYNC_CLIENTS}
+    pairs.add(vocabulary.style_of("async", "aiohttp"))
     assert pairs <= set(styles.PALETTE)
     assert len({styles.colour(s) for s in pairs}) == len(pairs)
-    assert styles.label("async (httpx2)") == "async: async def + httpx2"
-    assert styles.label("async (aiohttp)") == "async: async def + aiohttp"
-    assert styles.label("sync (httpx2)") == "sync: def + httpx2"
-    assert styles.ordered(["async (aiohttp)", "async (httpx2)", "async", "sync"]) == [
+    assert vocabulary.label("async (httpx2)") == "async: async def + httpx2"
+    assert vocabulary.label("async (aiohttp)") == "async: async def + aiohttp"
+    assert vocabulary.label("sync (httpx2)") == "sync: def + httpx2"
+    assert vocabulary.ordered(["async (aiohttp)", "async (httpx2)", "async", "sync"]) == [
         "sync",
         "async",
         "async (httpx2)",
@@ -196,24 +199,30 @@ def test_one_repeat_has_no_interval() -> None:
     assert "beyond the noise" not in text.split("the fastest pair")[1].split(";", 1)[1]
 
 
-def test_section_absent_with_one_client_per_style(tmp_path: Path) -> None:
+def test_section_absent_with_one_client_per_style(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The default fixture run (`make bench`): httpx for `def`, httpx and aiohttp for `async def`;
     # aiohttp is a verdict style there, not a client comparison.
-    run = load_run(write_run(tmp_path))
+    run = load_run(write_run(tmp_path, raw=False))
     assert client_scenarios(run.summary) == []
-    assert client_blocks(run) == []
+    assert blocks_of(SECTION, run) == []
     # One client per style: nothing.
     plan = {k: v for k, v in client_plan().items() if k[2] == "httpx"}
     assert client_scenarios(frame(clients_run_rows(plan))) == []
     single = tmp_path / "single"
     run = load_run(write_clients_run(single, clients_run_rows(plan)))
-    assert client_blocks(run) == []
+    assert blocks_of(SECTION, run) == []
+    section_charts_only(monkeypatch)
     md = write_report(run.path, reference=None).markdown.read_text()
     assert f"## {HEADING}" not in md
     assert not (run.path / "charts" / "clients.png").exists()
 
 
-def test_report_has_the_section_tables_sentences_and_chart(tmp_path: Path) -> None:
+def test_report_has_the_section_tables_sentences_and_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section_charts_only(monkeypatch)
     run_dir = write_clients_run(tmp_path)
     files = write_report(run_dir, reference=None)
     md = files.markdown.read_text()

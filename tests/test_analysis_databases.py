@@ -19,7 +19,6 @@ from analysis.judge.databases import (  # noqa: E402
     database_table,
     db_scenarios,
     driver_of,
-    has_postgres,
 )
 from analysis.judge.db_verdict import (  # noqa: E402
     NO,
@@ -35,19 +34,22 @@ from analysis.load import load_run  # noqa: E402
 from analysis.plot import styles  # noqa: E402
 from analysis.plot.databases import PARTIAL_HATCH, plot_databases  # noqa: E402
 from analysis.report.build import write_report  # noqa: E402
-from analysis.report.database_blocks import (  # noqa: E402
+from analysis.report.document import Heading, Paragraph  # noqa: E402
+from analysis.sections.databases import (  # noqa: E402
     HEADER,
     HEADING,
-    database_blocks,
+    SECTION,
     db_wait_ms,
     scenario_table,
 )
-from analysis.report.document import Heading, Paragraph  # noqa: E402
+from analysis.sections.registry import blocks_of  # noqa: E402
 from tests.analysis_fixtures import (  # noqa: E402
     DB_INVALID_RPS,
     DB_STALL_RPS,
+    cell_record,
     db_plan,
     db_run_rows,
+    section_charts_only,
     write_db_run,
     write_run,
 )
@@ -215,16 +217,16 @@ def test_old_runs_and_sqlite_only_runs_have_no_section(tmp_path: Path) -> None:
     # An orchestrator from before PostgreSQL: no `db` columns at all.
     old = load_run(write_db_run(tmp_path, name="old", drop=DB_COLUMNS))
     assert "db" in old.missing_columns
-    assert not has_postgres(old.summary)
+    assert db_scenarios(old.summary) == []
     assert database_table(old.summary).empty
-    assert database_blocks(old) == []
-    md = write_report(old.path, reference=None).markdown.read_text()
+    assert blocks_of(SECTION, old) == []
+    md = write_report(old.path, reference=None, draw=False).markdown.read_text()
     assert HEADING not in md
     # The default fixture run (no DB scenario) and a run on SQLite only.
-    assert database_blocks(load_run(write_run(tmp_path))) == []
+    assert blocks_of(SECTION, load_run(write_run(tmp_path, raw=False))) == []
     lite = [r for r in db_run_rows() if not r["arm"]]
-    assert not has_postgres(frame(lite))
-    assert database_blocks(load_run(write_db_run(tmp_path, lite, name="lite"))) == []
+    assert db_scenarios(frame(lite)) == []
+    assert blocks_of(SECTION, load_run(write_db_run(tmp_path, lite, name="lite"))) == []
 
 
 def test_postgres_arms_are_not_fixes_in_the_stalls_section() -> None:
@@ -235,7 +237,7 @@ def test_postgres_arms_are_not_fixes_in_the_stalls_section() -> None:
 
 def test_section_tables_and_lead(tmp_path: Path) -> None:
     run = load_run(write_db_run(tmp_path))
-    blocks = database_blocks(run)
+    blocks = blocks_of(SECTION, run)
     assert blocks[0] == Heading(HEADING)
     assert "waits 20 ms inside the database" in blocks[1].text  # type: ignore[union-attr]
     titles = [b.text for b in blocks if isinstance(b, Heading) and b.level == 3]
@@ -274,15 +276,22 @@ def test_section_tables_and_lead(tmp_path: Path) -> None:
 def test_db_wait_ms_from_cell_json_then_manifest(tmp_path: Path) -> None:
     run = load_run(write_db_run(tmp_path))
     assert db_wait_ms(run) == 20
-    cell = next(str(c) for c in run.summary["cell_id"] if c.startswith("items_wait"))
-    (run.path / cell / "cell.json").write_text(json.dumps({"settings": {"db_wait_ms": 35}}))
+    row = next(r for _, r in run.summary.iterrows() if str(r["cell_id"]).startswith("items_wait"))
+    record = cell_record(row.to_dict(), settings={"db_wait_ms": 35})
+    (run.path / str(row["cell_id"]) / "cell.json").write_text(json.dumps(record))
     assert db_wait_ms(run) == 35
+    # A cell.json the contract's record rejects is skipped, never guessed at.
+    (run.path / str(row["cell_id"]) / "cell.json").write_text(json.dumps({"settings": {}}))
+    assert db_wait_ms(run) == 20
     bare = load_run(write_db_run(tmp_path, name="bare", db_wait_ms=None))
     assert db_wait_ms(bare) is None
-    assert "the matrix's `db_wait_ms`" in database_blocks(bare)[1].text  # type: ignore[union-attr]
+    assert "the matrix's `db_wait_ms`" in blocks_of(SECTION, bare)[1].text  # type: ignore[union-attr]
 
 
-def test_report_has_the_section_and_its_charts(tmp_path: Path) -> None:
+def test_report_has_the_section_and_its_charts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section_charts_only(monkeypatch)
     run_dir = write_db_run(tmp_path)
     files = write_report(run_dir, reference=None)
     md = files.markdown.read_text()

@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import contract
 from analysis.__main__ import main as analysis_main
-from analysis.load import RunFormatError, load_requests, load_run
+from analysis.load import RunFormatError, load_cell, load_requests, load_run, load_window
 from contract import SUMMARY_COLUMNS
-from tests.analysis_fixtures import FAILED_CELL, INVALID_CELL, write_run
+from tests.analysis_fixtures import FAILED_CELL, INVALID_CELL, T0, write_run
 
 
 @pytest.fixture
@@ -293,3 +294,78 @@ def test_an_interrupted_last_session_is_named_until_a_resume_completes_it(tmp_pa
     resumed = [*stopped, {**session, "interrupted": False}]
     (run / "manifest.json").write_text(json.dumps({**manifest, "sessions": resumed}))
     assert load_run(run).completeness.complete
+
+
+# --- schema versions and cell.json through the contract's record (issue 21) -------------------
+
+
+@pytest.mark.parametrize("version", [None, 1, contract.MANIFEST_SCHEMA_VERSION])
+def test_every_manifest_schema_version_up_to_the_contract_s_loads(
+    run_dir: Path, version: int | None
+) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest.pop("schema_version", None)
+    if version is not None:
+        manifest["schema_version"] = version
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert load_run(run_dir).manifest.get("schema_version", 1) == (version or 1)
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        (contract.MANIFEST_SCHEMA_VERSION + 1, "newer than this analysis reads"),
+        (0, "must be a positive integer"),
+        ("2", "must be a positive integer"),
+        (True, "must be a positive integer"),
+    ],
+)
+def test_a_manifest_of_another_schema_is_a_clear_error(
+    run_dir: Path, version: object, problem: str
+) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "schema_version": version}))
+    with pytest.raises(RunFormatError, match=problem) as info:
+        load_run(run_dir)
+    assert info.value.path.name == "manifest.json"
+    assert analysis_main(["report", str(run_dir)]) == 2
+
+
+def test_cell_json_is_read_through_the_contract_s_record(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, raw=False)
+    path = run_dir / INVALID_CELL / "cell.json"
+    cell = load_cell(path)
+    assert cell.cell_id == INVALID_CELL and cell.schema_version == 1
+    assert load_window(path) == (T0 + 3, T0 + 13)
+    # A field the record does not know, or one of the wrong type, names the file and the field.
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "no_such_field": 1}))
+    with pytest.raises(RunFormatError, match=r"cell\.json: `no_such_field`") as info:
+        load_cell(path)
+    assert info.value.path == path and str(path) not in info.value.problem
+    path.write_text(json.dumps({**record, "users": "many"}))
+    with pytest.raises(RunFormatError, match="`users`"):
+        load_window(path)
+    newer = {**record, "schema_version": contract.CELL_SCHEMA_VERSION + 1}
+    path.write_text(json.dumps(newer))
+    with pytest.raises(RunFormatError, match="schema_version"):
+        load_cell(path)
+    assert load_window(run_dir / "no-such-cell" / "cell.json") is None
+
+
+def test_a_summary_from_before_the_sample_rule_gets_the_contract_s_rule(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, raw=False)
+    frame = pd.read_csv(run_dir / "summary.csv", dtype=str, keep_default_na=False)
+    ruled = [c for c in contract.SUMMARY_COLUMNS if c.endswith("_raw") or c == "latency_n"]
+    # As an orchestrator before the rule wrote it: no counts, no raw columns, every value kept.
+    old = frame.drop(columns=ruled)
+    rows = old["cell_id"] == "chat__sync-httpx__u010__r1"
+    old.loc[rows, "p99_ms"] = "123.0"
+    old.to_csv(run_dir / "summary.csv", index=False)
+    run = load_run(run_dir)
+    assert set(ruled) <= set(run.missing_columns)
+    assert any("the sample rule applied" in d for d in run.derived)
+    row = run.summary.set_index("cell_id").loc["chat__sync-httpx__u010__r1"]
+    assert row["latency_n"] == row["ok"] + row["censored"] < contract.min_samples(99)
+    assert pd.isna(row["p99_ms"]) and row["p99_ms_raw"] == 123.0
+    assert row["p50_ms"] == row["p50_ms_raw"]

@@ -30,6 +30,7 @@ from analysis.judge.why import (  # noqa: E402
 )
 from analysis.load import (  # noqa: E402
     RunFormatError,
+    add_style,  # noqa: E402
     load_metrics,
     load_run,
     load_window,
@@ -37,7 +38,6 @@ from analysis.load import (  # noqa: E402
 )
 from analysis.plot import mechanism as pm  # noqa: E402
 from analysis.plot.charts import threadpool_chart  # noqa: E402
-from analysis.plot.styles import add_style  # noqa: E402
 from analysis.report import write_report  # noqa: E402
 from analysis.report.why_blocks import why_column  # noqa: E402
 from tests.analysis_fixtures import MANIFEST, T0, write_run, write_sweep_run  # noqa: E402

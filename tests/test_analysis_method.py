@@ -18,13 +18,14 @@ from analysis.judge.quiet import Calibration, comparability, upstream_drift
 from analysis.judge.rules import CONFIRMS, PARTLY
 from analysis.judge.samples import fmt_pct, tail
 from analysis.judge.transform import aggregate, stalls
-from analysis.judge.verdict import judge
+from analysis.judge.verdict import decide_verdicts
 from analysis.load import load_run, load_summary
 from analysis.load.derive import derive
 from analysis.report.build import style_table, verdict_table
 from analysis.report.compare import write_compare
 from analysis.report.document import Table, to_markdown
-from analysis.report.sections import latency_blocks, observer_blocks, quiet_blocks
+from analysis.report.trust import latency_blocks, observer_blocks, quiet_blocks
+from tests.analysis_fixtures import write_summary
 
 TOKENS = 40
 
@@ -81,10 +82,10 @@ def cell(
 
 
 def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
-    """Rows typed and derived as load_run does it (a CSV round trip through the loader)."""
+    """Rows as the orchestrator writes them, typed and derived as load_run does it (a CSV round
+    trip through the loader)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "summary.csv"
-        pd.DataFrame(rows, columns=list(contract.SUMMARY_COLUMNS)).to_csv(path, index=False)
+        path = write_summary(Path(tmp) / "summary.csv", rows)
         summary, missing = load_summary(path)
     return derive(summary, missing)[0]
 
@@ -92,10 +93,7 @@ def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
 def write(root: Path, name: str, rows: list[dict[str, object]], manifest: dict) -> Path:
     run = root / name
     run.mkdir(parents=True)
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(contract.SUMMARY_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows)
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
 
@@ -109,13 +107,16 @@ def md(table: Table) -> str:
 
 def test_sample_count_rule_thresholds() -> None:
     assert [contract.min_samples(q) for q in (50, 90, 95, 99)] == [20, 100, 200, 1000]
-    assert fmt_pct(300.0, 99, 999) == "n too small (n=999)"
-    assert fmt_pct(300.0, 99, 1000) == "300 ms"
-    assert fmt_pct(300.0, 50, 19) == "n too small (n=19)"
+    # The contract applies the rule where summary.csv is written; the report reads the result.
+    ruled = contract.apply_sample_rule({"ok": 999, "censored": 0, "p99_ms": 300.0, "p50_ms": 9.0})
+    assert ruled["p99_ms"] is None and ruled["p99_ms_raw"] == 300.0 and ruled["p50_ms"] == 9.0
+    assert fmt_pct(ruled["p99_ms"], ruled["latency_n"]) == "n too small (n=999)"
+    assert fmt_pct(300.0, 1000) == "300 ms"
+    assert fmt_pct(None) == "n/a"
     # A percentile at or above the smallest censored age is a lower bound.
-    assert fmt_pct(300.0, 99, 5000, censored_min_ms=250.0) == "≥ 300 ms"
-    assert fmt_pct(300.0, 99, 5000, censored_min_ms=300.0) == "≥ 300 ms"
-    assert fmt_pct(200.0, 99, 5000, censored_min_ms=250.0) == "200 ms"
+    assert fmt_pct(300.0, 5000, censored_min_ms=250.0) == "≥ 300 ms"
+    assert fmt_pct(300.0, 5000, censored_min_ms=300.0) == "≥ 300 ms"
+    assert fmt_pct(200.0, 5000, censored_min_ms=250.0) == "200 ms"
 
 
 def test_report_hides_an_unsupported_p99_and_marks_lower_bounds() -> None:
@@ -126,16 +127,16 @@ def test_report_hides_an_unsupported_p99_and_marks_lower_bounds() -> None:
         | {"p90_ms": 140.0, "p95_ms": 170.0, "p99_ms": 400.0, "max_ms": 900.0}
         for r in (1, 2)
     ] + [cell("chat", "async", 50, r, 100.0, client="httpx") for r in (1, 2)]
-    judged = judge(frame(rows))
-    text = to_markdown(latency_blocks(judged), Path("."))
+    decided = decide_verdicts(frame(rows))
+    text = to_markdown(latency_blocks(decided), Path("."))
     line = next(x for x in text.splitlines() if "sync: def" in x)
     assert "| 512 | 100 ms | 140 ms | ≥ 170 ms | n too small (n=512) | ≥ 900 ms |" in line
     # Where a tail figure is needed, the highest percentile n supports is used and named.
-    assert "50/s (p95 (n=512) ≥ 170 ms)" in md(style_table(judged))
-    (v,) = judged.verdicts
+    assert "50/s (p95 (n=512) ≥ 170 ms)" in md(style_table(decided))
+    (v,) = decided.verdicts
     assert v.tail == "p95 (n=512)"  # the smaller n of the two styles decides
     assert "lower bound" in v.text
-    row = judged.counted.set_index("style").loc["sync"]
+    row = decided.counted.set_index("style").loc["sync"]
     t = tail(row)
     assert t is not None and t.label == "p95 (n=512)" and t.bound
 
@@ -154,12 +155,12 @@ def test_not_steady_cell_is_flagged_and_kept_out_of_the_verdict() -> None:
     ]
     s = frame(rows)
     assert list(outcomes(s)) == ["ok"] * 4 + ["not steady"]
-    judged = judge(s)
-    async_row = judged.counted.set_index("style").loc["async"]
+    decided = decide_verdicts(s)
+    async_row = decided.counted.set_index("style").loc["async"]
     assert async_row["repeats"] == 2 and async_row["rps_hi"] == 202.0
-    (v,) = judged.verdicts
+    (v,) = decided.verdicts
     assert v.clear and v.leader == "async" and v.ratio[0] == pytest.approx(201 / 101)
-    found = [c for c in caveats(s, judged) if c.kind == "not steady"]
+    found = [c for c in caveats(s, decided) if c.kind == "not steady"]
     assert len(found) == 1 and found[0].cell == "chat__async-httpx__u050__r3"
     assert "1.60" in found[0].detail and "kept out of every verdict" in found[0].detail
 
@@ -179,8 +180,8 @@ def test_stalled_style_is_named_in_the_verdict_and_the_rules_never_a_ratio() -> 
             cell("items_read", "async", 200, r, 550.0 + r),
             cell("items_read", "blocking", 200, r, 1000.0 + r),
         ]
-    judged = judge(frame(rows))
-    (v,) = judged.verdicts
+    decided = decide_verdicts(frame(rows))
+    (v,) = decided.verdicts
     assert v.users == 200 and v.leader == "blocking" and v.runner_up == "async"
     named = f"`sync` stalled at 200 users in 3 of 3 repeats: {evidence}"
     assert named in v.text
@@ -189,9 +190,9 @@ def test_stalled_style_is_named_in_the_verdict_and_the_rules_never_a_ratio() -> 
     # The rule needs `sync`: it says it stalled and tests at the highest load where it did not.
     assert named in aiosqlite.detail and "tested at 50 users instead" in aiosqlite.detail
     assert aiosqlite.outcome == CONFIRMS  # async x0.67 of sync at 50 users: not faster
-    table = md(verdict_table(judged.verdicts))
+    table = md(verdict_table(decided.verdicts))
     assert "inf" not in table and "stalled at 200 users in 3 of 3 repeats" in table
-    assert "stalled (3 of 3 repeats)" in md(style_table(judged))
+    assert "stalled (3 of 3 repeats)" in md(style_table(decided))
     assert [s.style for s in stalls(frame(rows))] == ["sync"]
 
 
@@ -205,9 +206,9 @@ def test_noise_is_measured_from_the_repeats() -> None:
         for v, base in (("sync", 100.0), ("async", 121.0))
         for r, f in ((1, 0.9), (2, 1.0), (3, 1.1))
     ]
-    judged = judge(frame(rows))
-    assert judged.noises["chat"].value == pytest.approx(0.2)
-    (v,) = judged.verdicts
+    decided = decide_verdicts(frame(rows))
+    assert decided.noises["chat"].value == pytest.approx(0.2)
+    (v,) = decided.verdicts
     # x1.21 is beyond the 20% noise, but the interval (108.9/110 .. 133.1/90) includes parity:
     # the lead is inside the repeat interval, so no clear winner.
     assert v.ratio[0] == pytest.approx(1.21) and v.ratio[1] == pytest.approx(0.99)
@@ -218,7 +219,7 @@ def test_noise_is_measured_from_the_repeats() -> None:
         for v, base in (("sync", 100.0), ("async", 200.0))
         for r, f in ((1, 0.9), (2, 1.0), (3, 1.1))
     ]
-    (v,) = judge(frame(rows)).verdicts
+    (v,) = decide_verdicts(frame(rows)).verdicts
     assert v.clear and v.winners == ("async",) and v.ratio[1] > 1
     assert "noise 20%" in v.text
 
@@ -227,9 +228,9 @@ def test_noise_has_a_floor_and_one_repeat_gives_no_verdict() -> None:
     rows = [
         cell("chat", v, 50, 1, rps, client="httpx") for v, rps in (("sync", 100), ("async", 300))
     ]
-    judged = judge(frame(rows))
-    assert judged.noises["chat"].value == contract.MIN_NOISE
-    (v,) = judged.verdicts
+    decided = decide_verdicts(frame(rows))
+    assert decided.noises["chat"].value == contract.MIN_NOISE
+    (v,) = decided.verdicts
     assert not v.clear and "one repeat: no interval" in v.text
     exact = [
         cell("chat", v, 50, r, 100.0, client="httpx") for v in ("sync", "async") for r in (1, 2)
@@ -265,22 +266,22 @@ def test_hello_is_judged_by_cpu_per_request_counting_load_generator_bound_cells(
         cell("hello", "async", 200, 3, 4000.0, cpu_ms_per_req=0.01, stalled=True, **saturated)
     )
     s = frame(rows)
-    judged = judge(s)
-    (v,) = judged.verdicts
+    decided = decide_verdicts(s)
+    (v,) = decided.verdicts
     assert v.metric == "cpu_ms_per_req" and v.lower_is_better
     assert v.clear and v.winners == ("async",) and v.runner_up == "sync"
     # Lower is better: the ratio is sync's CPU per request over async's.
     assert v.ratio[0] == pytest.approx(0.2515 / 0.1215)
     assert "`sync` needs x2.07" in v.text and "server CPU per request" in v.text
-    assert "blocking" not in set(judged.counted["style"])
+    assert "blocking" not in set(decided.counted["style"])
     # Throughput alone would not have separated them (4,001 vs 4,101/s).
-    assert judged.agg.set_index("style").index.tolist() == ["sync"]
+    assert decided.agg.set_index("style").index.tolist() == ["sync"]
     (rule,) = v.checks
     assert rule.outcome == CONFIRMS and "throughput not tested" in rule.detail
-    table = md(verdict_table(judged.verdicts))
+    table = md(verdict_table(decided.verdicts))
     assert "`cpu_ms_per_req` (lower is better" in table
-    assert "load generator saturated in 2 of 2 repeats" in md(style_table(judged))
-    invalid = [c for c in caveats(s, judged) if c.kind == "invalid cell"]
+    assert "load generator saturated in 2 of 2 repeats" in md(style_table(decided))
+    invalid = [c for c in caveats(s, decided) if c.kind == "invalid cell"]
     counted_note = "still counted in the `hello` verdict"
     assert sum(counted_note in c.detail for c in invalid) == 2  # async, not blocking
 
@@ -295,7 +296,7 @@ def test_blocking_rule_partly_confirms_when_far_below_but_not_near_one_over_late
             for v, rps in (("sync", 600.0), ("blocking", blocking_rps))
             for r in (1, 2)
         ]
-        (v,) = judge(frame(rows)).verdicts
+        (v,) = decide_verdicts(frame(rows)).verdicts
         return v.checks[1]
 
     near = verdict(19.0)
@@ -317,7 +318,7 @@ def test_trivial_endpoint_rule_tests_the_threadpool_part() -> None:
         for v, cpu, tokens in (("sync", 0.25, 40), ("async", 0.12, 0))
         for r in (1, 2)
     ]
-    (v,) = judge(frame(rows)).verdicts
+    (v,) = decide_verdicts(frame(rows)).verdicts
     (check,) = v.checks
     assert check.outcome == CONFIRMS
     assert "skips the threadpool: yes, `async` used at most 0 threadpool tokens" in check.detail
@@ -351,7 +352,7 @@ def test_blocking_rule_moves_to_the_highest_load_where_blocking_counted() -> Non
                 steady=False,
             ),
         ]
-    (v,) = judge(frame(rows)).verdicts
+    (v,) = decide_verdicts(frame(rows)).verdicts
     check = v.checks[1]
     assert v.users == 200 and check.outcome == CONFIRMS
     assert "`blocking` has no counted cell at 200 users" in check.detail
@@ -381,20 +382,20 @@ def test_calibration_drift_warns_above_the_runs_noise() -> None:
         for r, f in ((1, 0.98), (2, 1.02))
     ]
     s = frame(rows)
-    judged = judge(s)  # noise: the 5% floor
+    decided = decide_verdicts(s)  # noise: the 5% floor
     quiet = {"calibration": calibration_entries(1.0, 0.99, 1.01)}
-    assert not [c for c in caveats(s, judged, manifest=quiet) if c.kind == "calibration drift"]
-    text = to_markdown(quiet_blocks(quiet, judged), Path("."))
+    assert not [c for c in caveats(s, decided, manifest=quiet) if c.kind == "calibration drift"]
+    text = to_markdown(quiet_blocks(quiet, decided), Path("."))
     assert "| max drift from the first |  | 1.0% | 1.0% |" in text and "stays within" in text
     noisy = {"calibration": calibration_entries(1.0, 0.97, 0.88)}
-    found = [c for c in caveats(s, judged, manifest=noisy) if c.kind == "calibration drift"]
+    found = [c for c in caveats(s, decided, manifest=noisy) if c.kind == "calibration drift"]
     assert len(found) == 2 and "drifted 12.0%" in found[0].detail
-    text = to_markdown(quiet_blocks(noisy, judged), Path("."))
+    text = to_markdown(quiet_blocks(noisy, decided), Path("."))
     assert "**Warning: Python loop iterations/s drifted 12.0%" in text
     assert "smallest noise threshold (`chat` 5%)" in text
-    missing = caveats(s, judged, manifest={})
+    missing = caveats(s, decided, manifest={})
     assert [c.kind for c in missing if c.kind.startswith("calibration")] == ["calibration"]
-    assert "Not recorded" in to_markdown(quiet_blocks({}, judged), Path("."))
+    assert "Not recorded" in to_markdown(quiet_blocks({}, decided), Path("."))
 
 
 def test_upstream_drift_per_proxy_scenario() -> None:
@@ -406,7 +407,7 @@ def test_upstream_drift_per_proxy_scenario() -> None:
     s = frame(rows)
     (row,) = upstream_drift(s).to_dict("records")
     assert (row["median_ms"], row["max_ms"], row["warn"]) == (4.25, 7.5, True)
-    found = [c for c in caveats(s, judge(s)) if c.kind == "upstream drift"]
+    found = [c for c in caveats(s, decide_verdicts(s)) if c.kind == "upstream drift"]
     assert [c.cell for c in found] == ["chat__sync-httpx__u050__r2"]
     assert "57.5 ms against 50 ms configured (+7.5 ms, 15% > 10%)" in found[0].detail
 
@@ -454,10 +455,10 @@ def test_observer_effect_from_an_arm_pair() -> None:
             cell("chat", "sync", 50, r, 220.0 * f, client="httpx", arm="noobs"),
         ]
     s = frame(rows)
-    judged = judge(s)
+    decided = decide_verdicts(s)
     # The arm never mixes into the styles' aggregates or verdicts.
-    assert judged.agg.set_index("style").loc["sync", "rps_hi"] == pytest.approx(202.0)
-    assert judged.agg.set_index("style").loc["sync", "repeats"] == 2
+    assert decided.agg.set_index("style").loc["sync", "rps_hi"] == pytest.approx(202.0)
+    assert decided.agg.set_index("style").loc["sync", "repeats"] == 2
     (row,) = observer_effect(s).to_dict("records")
     assert row["arm"] == "noobs" and row["style"] == "sync" and row["users"] == 50
     assert row["rps_ratio"] == pytest.approx(200 / 220)
@@ -499,7 +500,9 @@ def test_old_run_derives_what_it_can_and_names_it(tmp_path: Path) -> None:
     assert all(bool(x) for x in s["steady"])  # not checked: not held against the cells
     assert any("`stalled`" in d for d in loaded.derived)
     kinds = grouped(
-        caveats(loaded.summary, judge(loaded.summary), loaded.missing_columns, loaded.derived)
+        caveats(
+            loaded.summary, decide_verdicts(loaded.summary), loaded.missing_columns, loaded.derived
+        )
     )
     assert {"stalled", "missing columns", "derived columns", "calibration"} <= set(kinds)
 
@@ -519,7 +522,7 @@ def test_calibration_must_be_a_list_of_objects(tmp_path: Path) -> None:
 
 def test_report_compares_the_machine_with_the_reference_run() -> None:
     from analysis.judge.quiet import calibration
-    from analysis.report.sections import reference_blocks
+    from analysis.report.trust import reference_blocks
 
     def manifest(speed: float) -> dict:
         return {

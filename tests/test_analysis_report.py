@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from analysis.__main__ import main  # noqa: E402
 from analysis.judge.transform import MissingColumnError, aggregate, excluded  # noqa: E402
-from analysis.judge.verdict import judge  # noqa: E402
+from analysis.judge.verdict import decide_verdicts  # noqa: E402
 from analysis.load import load_run  # noqa: E402
 from analysis.plot import charts, plots  # noqa: E402
 from analysis.report import write_report  # noqa: E402
@@ -70,7 +70,7 @@ def agg(reported: Path) -> pd.DataFrame:
 
 def test_plot_functions_draw_on_the_given_ax(agg: pd.DataFrame, reported: Path) -> None:
     run = load_run(reported)
-    judged = judge(run.summary)
+    decided = decide_verdicts(run.summary)
     table = compare_frames(agg, agg)
     fig, axes = plt.subplots(2, 4)
     try:
@@ -79,9 +79,9 @@ def test_plot_functions_draw_on_the_given_ax(agg: pd.DataFrame, reported: Path) 
             lambda ax: plots.plot_percentiles(ax, agg, "chat"),
             lambda ax: plots.plot_percentiles(ax, agg, "chat_stream", prefix="ttft_", what="TTFT"),
             lambda ax: plots.plot_cdf(ax, {"sync": np.array([1.0, 2.0, 3.0])}, "chat", 50),
-            lambda ax: plots.plot_advantage(ax, judged.verdicts, "lead"),
-            lambda ax: plots.plot_advantage(ax, judged.verdicts, "tail"),
-            lambda ax: plots.plot_cpu_per_request(ax, judged.counted, judged.verdicts),
+            lambda ax: plots.plot_advantage(ax, decided.verdicts, "lead"),
+            lambda ax: plots.plot_advantage(ax, decided.verdicts, "tail"),
+            lambda ax: plots.plot_cpu_per_request(ax, decided.counted, decided.verdicts),
             lambda ax: plot_change(ax, table, "rps"),
         ]
         for ax, call in zip(axes.flat, calls, strict=True):

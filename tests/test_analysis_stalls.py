@@ -1,7 +1,6 @@
 """Issue 9's analysis: `def` stalls and deadlocks with each fix as an arm, httpx2, `threads`,
 and the threadpool sweep over several scenarios; on synthetic summaries."""
 
-import csv
 import math
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import contract  # noqa: E402
+from analysis import vocabulary  # noqa: E402
 from analysis.judge.observer import observer_arms, observer_effect  # noqa: E402
 from analysis.judge.stalls import (  # noqa: E402
     DEADLOCK,
@@ -42,31 +42,36 @@ from analysis.load.derive import derive  # noqa: E402
 from analysis.plot import styles  # noqa: E402
 from analysis.plot.stalls import plot_stall_rps  # noqa: E402
 from analysis.report.build import write_report  # noqa: E402
-from analysis.report.stall_blocks import HEADING, scenario_table, stall_blocks  # noqa: E402
+from analysis.sections.registry import blocks_of  # noqa: E402
+from analysis.sections.stalls import HEADING, SECTION, scenario_table  # noqa: E402
 from tests.analysis_fixtures import (  # noqa: E402
     DB_DIAGNOSIS,
     MULTI_SWEEP_SCENARIOS,
     STREAM_DIAGNOSIS,
     SUMMARY_HEADER,
+    section_charts_only,
     stall_plan,
     stall_rows,
     write_multi_sweep_run,
     write_run,
     write_stalls_run,
+    write_summary,
 )
 
 
 def frame(rows: list[dict], drop: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Rows typed and derived as load_run does it (a CSV round trip through the loader)."""
+    """Rows as the orchestrator writes them, typed and derived as load_run does it (a CSV round
+    trip through the loader)."""
     header = [c for c in SUMMARY_HEADER if c not in drop]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "summary.csv"
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        path = write_summary(Path(tmp) / "summary.csv", rows, header)
         summary, missing = load_summary(path)
     return derive(summary, missing)[0]
+
+
+def table_of(summary: pd.DataFrame, scenario: str):  # type: ignore[no-untyped-def]
+    """One swept scenario's table, as the threadpool section computes it."""
+    return sweep_table(aggregate_sweep(summary), sweep_outcomes(summary), scenario)
 
 
 def cell_of(table: pd.DataFrame, scenario: str, arm: str, style: str, users: int) -> pd.Series:
@@ -97,10 +102,7 @@ def test_summary_without_threads_still_loads(tmp_path: Path) -> None:
     header = [c for c in SUMMARY_HEADER if c != "threads"]
     run = tmp_path / "old"
     run.mkdir()
-    with (run / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary(run / "summary.csv", rows, header)
     (run / "manifest.json").write_text("{}")
     loaded = load_run(run)
     assert "threads" in loaded.missing_columns
@@ -111,15 +113,15 @@ def test_summary_without_threads_still_loads(tmp_path: Path) -> None:
 
 
 def test_httpx2_has_its_own_colour_label_and_place() -> None:
-    style = styles.style_of("sync", "httpx2")
+    style = vocabulary.style_of("sync", "httpx2")
     assert style == "sync (httpx2)"
-    assert styles.label(style) == "sync: def + httpx2"
+    assert vocabulary.label(style) == "sync: def + httpx2"
     others = {s: styles.colour(s) for s in styles.PALETTE if s != style}
     assert styles.colour(style) not in others.values()
     # No unknown style can be given a known style's colour.
     for name in ("zeta", "sync (other)", "blocking (httpx2)", "x" * 7):
         assert styles.colour(name) not in styles.PALETTE.values()
-    assert styles.ordered(["async (aiohttp)", "sync (httpx2)", "sync", "async"]) == [
+    assert vocabulary.ordered(["async (aiohttp)", "sync (httpx2)", "sync", "async"]) == [
         "sync",
         "sync (httpx2)",
         "async",
@@ -304,11 +306,11 @@ def test_advice_when_no_fix_avoided_every_stall() -> None:
 
 def test_section_absent_without_fix_arms(tmp_path: Path) -> None:
     # The default fixture run has an observer-effect arm (`noobs`) only.
-    run = load_run(write_run(tmp_path))
+    run = load_run(write_run(tmp_path, raw=False))
     assert observer_arms(run.summary) == ["noobs"]
     assert fix_arms(run.summary) == []
     assert stall_scenarios(run.summary) == []
-    assert stall_blocks(run) == []
+    assert blocks_of(SECTION, run) == []
     # A stalls run without its arms: base cells only, no section either.
     base = [r for r in stall_rows() if not r["arm"]]
     assert stall_scenarios(frame(base)) == []
@@ -321,7 +323,10 @@ def test_fix_arms_are_not_observer_arms() -> None:
     assert "db_max_concurrency" in fix_arms(s)
 
 
-def test_report_has_one_table_per_scenario_with_advice_and_charts(tmp_path: Path) -> None:
+def test_report_has_one_table_per_scenario_with_advice_and_charts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section_charts_only(monkeypatch)
     run_dir = write_stalls_run(tmp_path)
     files = write_report(run_dir, reference=None)
     md = files.markdown.read_text()
@@ -388,7 +393,7 @@ def test_sweep_over_several_scenarios(tmp_path: Path) -> None:
     assert sweep_scenarios(run.summary) == sorted(names)
     sweep = aggregate_sweep(run.summary)
     for s in names:
-        table = sweep_table(run.summary, s)
+        table = table_of(run.summary, s)
         assert table.header[0] == "users"
         assert "40 tokens (default)" in table.header
         assert table.header[-2:] == ("fastest `async def`", "gap closed by more tokens")
@@ -396,8 +401,8 @@ def test_sweep_over_several_scenarios(tmp_path: Path) -> None:
         assert all(r[-2].startswith("`async`:") for r in table.rows)
         assert len(gaps(sweep, s)) == 2
     # items are twice as fast as chat in the fixture: each table carries its own numbers.
-    chat = sweep_table(run.summary, "chat").rows[0]
-    items = sweep_table(run.summary, "items_read").rows[0]
+    chat = table_of(run.summary, "chat").rows[0]
+    items = table_of(run.summary, "items_read").rows[0]
     assert chat[2] != items[2]
 
 
@@ -407,7 +412,7 @@ def test_sweep_table_names_stalled_token_counts(tmp_path: Path) -> None:
     stalled = ran[ran["stalled"] > 0]
     where = zip(stalled["scenario"], stalled["users"], stalled["threadpool_tokens"], strict=True)
     assert list(where) == [("items_read", 200, 10)]
-    row = sweep_table(run.summary, "items_read").rows[1]
+    row = table_of(run.summary, "items_read").rows[1]
     assert row[1] == "**stalled** (2 of 2 repeats)"
     # The best count is in bold.
     assert row[4].startswith("**1,267/s")
@@ -426,12 +431,15 @@ def test_sweep_gap_skipped_when_the_default_count_stalled(tmp_path: Path) -> Non
     sweep = aggregate_sweep(summary)
     # Without what ran, another count would stand in for the default; with it, no gap.
     assert [g.users for g in gaps(sweep, "items_write", sweep_outcomes(summary))] == [50]
-    row = sweep_table(summary, "items_write").rows[1]
+    row = table_of(summary, "items_write").rows[1]
     assert row[-1] == "n/a"
     assert row[2] == "**stalled** (2 of 2 repeats)"
 
 
-def test_sweep_report_has_a_table_and_chart_per_scenario(tmp_path: Path) -> None:
+def test_sweep_report_has_a_table_and_chart_per_scenario(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section_charts_only(monkeypatch)
     run_dir = write_multi_sweep_run(tmp_path)
     md = write_report(run_dir, reference=None).markdown.read_text()
     section = md[md.index("## Threadpool sweep") :]

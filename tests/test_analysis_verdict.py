@@ -7,6 +7,7 @@ import pytest
 
 from analysis.judge.caveats import caveats
 from analysis.judge.noise import scenario_noise
+from analysis.judge.repeats import safe_ratio
 from analysis.judge.rules import (
     CONFIRMS,
     CONTRADICTS,
@@ -23,10 +24,17 @@ from analysis.judge.transform import (
     ratio_with_spread,
     relative_spread,
     require_columns,
-    safe_ratio,
 )
-from analysis.judge.verdict import compute_verdict, fmt_ratio, is_clear, judge, leader_label
-from analysis.plot.styles import add_style, colour, ordered, style_of
+from analysis.judge.verdict import (
+    compute_verdict,
+    decide_verdicts,
+    fmt_ratio,
+    is_clear,
+    leader_label,
+)
+from analysis.load import add_style
+from analysis.plot.styles import colour
+from analysis.vocabulary import ordered, style_of
 
 
 def rows(scenario: str, spec: dict[tuple[str, str], list[float]], users: int = 50, **extra: object):
@@ -240,8 +248,10 @@ def test_rule_mixed_probe_stall() -> None:
     s["probe_requests"] = 5000
     c = rules_for("mixed")[0](scene(s, "mixed"))
     assert c.outcome == CONFIRMS and "probe p99" in c.detail and "x333" in c.detail
-    # Too few probe requests for a p99: the probe max decides, and the check says so.
+    # Too few probe requests for a p99: the contract left it empty (its sample rule), the probe
+    # max decides, and the check says so.
     s["probe_requests"] = 300
+    s["probe_p99_ms"] = math.nan
     c = rules_for("mixed")[0](scene(s, "mixed"))
     assert c.outcome == CONFIRMS and "probe max" in c.detail and "x300" in c.detail
     assert "probe p99 not used: n too small (n=300 probe requests" in c.detail
@@ -255,14 +265,14 @@ def test_caveats_list_excluded_saturated_and_spread() -> None:
     s["loadgen_cpu_pct"] = [50.0, 50.0, 95.0, 50.0, 50.0, 50.0, 50.0, 50.0]
     s.loc[1, "valid"] = False
     s.loc[1, "invalid_reason"] = "load generator above 90% CPU"
-    kinds = [(c.kind, c.cell) for c in caveats(s, judge(s))]
+    kinds = [(c.kind, c.cell) for c in caveats(s, decide_verdicts(s))]
     assert ("invalid cell", "chat__sync-httpx__u050__r2") in kinds
     assert ("saturated load generator", "chat__async-httpx__u050__r1") in kinds
     assert ("one repeat", "chat / sync / 50 users") in kinds  # the other repeat is invalid
     assert all(k != "high run-to-run spread" for k, _ in kinds)
     s.loc[1, "valid"] = True
     # 40% between repeats, over twice the run's own noise (the median cell's spread).
-    kinds = [c.kind for c in caveats(s, judge(s))]
+    kinds = [c.kind for c in caveats(s, decide_verdicts(s))]
     assert "high run-to-run spread" in kinds
 
 
@@ -271,7 +281,7 @@ def test_style_that_completed_nothing_is_stalled_not_infinitely_slow() -> None:
     s = summary(rows("chat", {("sync", "httpx"): [655, 660], ("blocking", "httpx"): [0, 0]}))
     s["stalled"] = s["rps"] == 0
     s["stall_evidence"] = ["", "", "no completion for 14.2 s with 200 in flight", ""]
-    (v,) = judge(s).verdicts
+    (v,) = decide_verdicts(s).verdicts
     assert v.users is None and "inf" not in v.text and "∞" not in v.text
     assert "`blocking` stalled at 50 users in 2 of 2 repeats: no completion for 14.2 s" in v.text
     assert fmt_ratio((math.inf, math.inf, math.inf)) == "n/a (the other completed nothing)"

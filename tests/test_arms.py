@@ -52,6 +52,7 @@ ARM_KEYS = (
     "LAB_DB_ASYNC_DRIVER",
     "LAB_DB_MAX_OVERFLOW",
     "LAB_DB_RESET",
+    "LAB_CANCEL_ON_DISCONNECT",
 )
 # An arm's LAB_DB_URL meaning "the session's PostgreSQL cluster" (conftest `pg_url`); each
 # server drops and re-seeds the table, so every arm starts from the default's rows.
@@ -80,6 +81,7 @@ ARMS = [
     Arm("postgres", POSTGRES),
     Arm("postgres-asyncpg", {**POSTGRES, "LAB_DB_ASYNC_DRIVER": "asyncpg"}, ("async",)),
     Arm("postgres-pool-40", {**POSTGRES, "LAB_DB_POOL_SIZE": "40", "LAB_DB_MAX_OVERFLOW": "0"}),
+    Arm("cancel-on-disconnect", {"LAB_CANCEL_ON_DISCONNECT": "true"}),
 ]
 ARM_CASES = [
     pytest.param(arm, variant, id=f"{arm.name}-{variant}")

@@ -6,7 +6,10 @@ import json
 import random
 import select
 import socket
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from loadtests.process import free_port, spawn, wait_healthy
 from servers import mock
 from servers.common import BodyLimitMiddleware
 from servers.errors import BodyTooLarge
@@ -24,6 +28,7 @@ from servers.upstream import app as upstream_app
 from tests.conftest import SEED_ROWS, FakeUpstream
 from tests.live import live_proxy
 
+REPO = Path(__file__).resolve().parent.parent
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
 BASE: dict[str, Any] = {"model": "m", "messages": OK_MESSAGES}
 
@@ -378,6 +383,205 @@ def test_a_body_that_keeps_coming_or_a_lying_length_is_413_over_a_real_socket(
         # A Content-Length of 2 GiB, and 10 bytes: refused at once, without waiting for the rest.
         answer, _ = exchange(url, request + b"Content-Length: 2147483648\r\n\r\n" + b"{" * 10, None)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+# --- Every client reads the 413 (issue 21): the refused body is drained before the close -------
+
+BIG = 8 * 1024 * 1024  # a chat body of 8 MiB, 8x the default limit
+PIECE = 64 * 1024
+
+
+def big_body() -> bytes:
+    return body(pad="x" * BIG)
+
+
+def pieces(content: bytes) -> Iterator[bytes]:
+    """The body as an iterator: every client then sends it chunked (no Content-Length)."""
+    for start in range(0, len(content), PIECE):
+        yield content[start : start + PIECE]
+
+
+def post_urllib(url: str, content: bytes, chunked: bool) -> tuple[int, bytes]:
+    """The standard library: it sends `Connection: close` and its whole body before it reads."""
+    import urllib.error
+    import urllib.request
+
+    data: Any = pieces(content) if chunked else content
+    headers = {"Content-Type": "application/json"}
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def post_requests(url: str, content: bytes, chunked: bool) -> tuple[int, bytes]:
+    import requests
+
+    data: Any = pieces(content) if chunked else content
+    response = requests.post(url, data=data, headers=JSON, timeout=20)
+    return response.status_code, response.content
+
+
+def post_httpx(url: str, content: bytes, chunked: bool) -> tuple[int, bytes]:
+    data: Any = pieces(content) if chunked else content
+    response = httpx.post(url, content=data, headers=JSON, timeout=20)
+    return response.status_code, response.content
+
+
+BIG_CLIENTS = {"urllib": post_urllib, "requests": post_requests, "httpx": post_httpx}
+
+
+@contextmanager
+def live_uvicorn(app: str, http: str, tmp: Path, env: dict[str, str]) -> Iterator[str]:
+    """`uvicorn <app> --http <http>` in its own process (the lab's launcher always runs
+    httptools); yields its base URL once `/health` answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(REPO), "--http", http]
+    cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    with spawn(cmd, tmp / f"uvicorn-{http}.log", env) as proc:
+        wait_healthy(proc, f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def live_variant(variant: str, http: str, tmp: Path) -> Iterator[str]:
+    """A variant under uvicorn's `http` protocol, its upstream unreachable (never needed)."""
+    if http == "httptools":
+        with live_proxy(variant, "http://127.0.0.1:9", tmp) as url:
+            yield url
+        return
+    env = {
+        "LAB_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        "LAB_DB_PATH": str(tmp / "items.sqlite3"),
+        "LAB_DB_SEED_ROWS": "100",
+    }
+    with live_uvicorn(f"servers.{variant}_app:app", http, tmp, env) as url:
+        yield url
+
+
+# Each variant under the launcher's httptools; the middleware is shared, so h11 runs one.
+SERVERS = [(v, "httptools") for v in ("sync", "async", "blocking")] + [("sync", "h11")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("variant", "http"), SERVERS, ids=["-".join(s) for s in SERVERS])
+def test_every_client_reads_the_413_of_an_8_mib_body(
+    variant: str, http: str, tmp_path: Path
+) -> None:
+    """urllib, requests and httpx each send an 8 MiB chat body, with a `Content-Length` over the
+    limit and chunked (it runs past the limit as it comes), to a real server at the default
+    limit: each reads the 413 in OpenAI's envelope, none sees its connection reset."""
+    content = big_body()
+    got: dict[str, Any] = {}
+    with live_variant(variant, http, tmp_path) as url:
+        for name, post in BIG_CLIENTS.items():
+            for framing in ("content-length", "chunked"):
+                try:
+                    status, answer = post(
+                        f"{url}/v1/chat/completions", content, framing == "chunked"
+                    )
+                    code = json.loads(answer)["error"]["code"] if status == 413 else answer[:80]
+                    got[f"{name}/{framing}"] = (status, code)
+                except Exception as exc:  # what each client saw, all at once in the message
+                    got[f"{name}/{framing}"] = repr(exc)[:120]
+        assert httpx.get(f"{url}/health").status_code == 200
+    wanted = dict.fromkeys(got, (413, "request_too_large"))
+    assert got == wanted
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_uvicorn_hands_over_no_body_once_the_response_has_ended(http: str, tmp_path: Path) -> None:
+    """Why the drain comes before the end of the response (`tests/receive_probe.py`): once a
+    response has ended, both protocols answer `receive()` at once with `http.disconnect` and
+    none of the 8 MiB the client is still sending; with `Connection: close` (urllib) they then
+    close with the body unread and urllib sees a reset instead of the 413. A 413 written whole
+    but not ended (`more_body`) lets the app read the body to its end, and urllib reads the 413.
+    """
+    log = tmp_path / "probe.log"
+    with live_uvicorn("tests.receive_probe:app", http, tmp_path, {"PROBE_LOG": str(log)}) as url:
+        try:
+            ended: Any = post_urllib(f"{url}/ended", big_body(), chunked=False)
+        except OSError as exc:  # URLError wraps the reset (or the broken pipe)
+            ended = repr(exc)
+        held = post_urllib(f"{url}/held", big_body(), chunked=False)
+    seen = {r["path"]: r for r in map(json.loads, log.read_text().splitlines())}
+    print(f"\nuvicorn {http}: urllib got {ended!r} / {held[0]}; the app saw {seen}")
+    assert seen["/ended"]["first"] == "http.disconnect"
+    assert (seen["/ended"]["receives"], seen["/ended"]["bytes"]) == (1, 0)
+    assert "Error" in str(ended)  # reset or broken pipe, never the 413
+    assert seen["/held"]["bytes"] == len(big_body())
+    assert held == (413, b'{"error":"too large"}')
+
+
+def sent_until_closed(url: str, head: bytes, frame: bytes | None) -> tuple[bytes, int, float]:
+    """Send `head`, then `frame` again and again (or nothing) while reading, until the server
+    closes the connection: (what it answered, bytes sent after its answer, seconds from the
+    answer to the close)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        answer, after, answered_at = b"", 0, None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock] if frame else [], [], 1)
+            if readable:
+                try:
+                    more = sock.recv(65536)
+                except ConnectionResetError:
+                    more = b""
+                if not more:
+                    assert answered_at is not None, "closed before answering"
+                    return answer, after, time.monotonic() - answered_at
+                answer += more
+                answered_at = answered_at or time.monotonic()
+            if writable and frame:
+                try:
+                    sent = sock.send(frame)
+                except (BrokenPipeError, ConnectionResetError):
+                    assert answered_at is not None, "closed before answering"
+                    return answer, after, time.monotonic() - answered_at
+                after += sent if answered_at is not None else 0
+                if after > CAP:
+                    break
+        raise AssertionError(f"still open after {after} bytes: the drain has no bound")
+
+
+@pytest.mark.integration
+def test_a_refused_body_is_drained_up_to_its_bound_then_the_connection_closes(
+    tmp_path: Path,
+) -> None:
+    """With a 64 KiB limit and a drain of 1 MiB or 1 s: a chunked body that never ends gets
+    its 413 at once and the connection closed after about 1 MiB more (the kernel's buffers on
+    top); a 2 GiB `Content-Length` whose body never comes gets its 413 at once and the close
+    after about 1 s. Before the drain existed, uvicorn read a kept-alive body to its end, without
+    any bound, and closed a silent one after its 5 s keep-alive timeout."""
+    env = {
+        "LAB_MAX_BODY_BYTES": str(SMALL_LIMIT),
+        "LAB_BODY_DRAIN_BYTES": str(1024 * 1024),
+        "LAB_BODY_DRAIN_S": "1",
+    }
+    with live_proxy("async", "http://127.0.0.1:9", tmp_path, env) as url:
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
+        )
+        frame = b"4000\r\n" + b"x" * 16384 + b"\r\n"
+        answer, after, took = sent_until_closed(
+            url, head + b"Transfer-Encoding: chunked\r\n\r\n", frame
+        )
+        print(f"\ndrain: closed {took:.2f} s and {after} bytes after the 413 (never-ending body)")
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+        assert after < 24 * 1024 * 1024  # 1 MiB drained, the rest in the buffers between
+        head += b"Content-Length: 2147483648\r\n\r\n{"
+        answer, _, took = sent_until_closed(url, head, None)
+        print(f"drain: closed {took:.2f} s after the 413 (a body that never comes)")
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert 0.8 < took < 3.0
         assert httpx.get(f"{url}/health").status_code == 200
 
 

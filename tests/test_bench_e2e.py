@@ -108,7 +108,10 @@ def test_tiny_matrix(tmp_path: Path) -> None:
         assert 45 <= float(row["upstream_served_ms"]) <= 100
         # 5 users against a 50 ms upstream: at most 100 req/s, and surely more than 10.
         assert 10 < float(row["rps"]) <= 110
-        assert 50 <= float(row["p50_ms"]) <= float(row["p99_ms"]) <= float(row["max_ms"])
+        # A 2 s window of 5 users holds too few samples for a p99 (the sample rule): its exact
+        # value is in `p99_ms_raw`.
+        assert row["p99_ms"] == "" and int(row["latency_n"]) < 1000
+        assert 50 <= float(row["p50_ms"]) <= float(row["p99_ms_raw"]) <= float(row["max_ms"])
         assert float(row["upstream_latency_ms"]) == 50
         cell = json.loads((run / row["cell_id"] / "cell.json").read_text())
         assert cell["window_end"] - cell["window_start"] == pytest.approx(2.0, abs=0.1)

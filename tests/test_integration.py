@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.process import run_server
 
-pytestmark = pytest.mark.integration
+# Timing is what these tests assert: `make test` runs them alone, after the parallel part.
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 TTFT_MS, ITL_MS, TOKENS = 150, 30, 6
 CHAT = {"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": TOKENS}

@@ -16,11 +16,13 @@ import psutil
 import pytest
 from rich.console import Console
 
-from loadtests import runner
+from loadtests import session
+from loadtests.context import RunContext
 from loadtests.files import write_atomic
 from loadtests.matrix import MatrixSpec
+from loadtests.measure import SERVER_LOG_LINES
 from loadtests.process import Pinning, log_tail
-from loadtests.runner import SERVER_LOG_LINES, RunContext, run_matrix
+from loadtests.runner import run_matrix
 from tests.fault_stubs import LAST_LINES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +77,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
         mp.setenv(MARK, str(tmp_path))
         # The machine's speed is not what this test is about: a fixed calibration.
         mp.setattr(
-            runner,
+            session,
             "calibrate",
             lambda pinning, python: {"ts": time.time(), "python_loop_per_s": 1.0},
         )
@@ -91,7 +93,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> FaultyRun:
             scenarios=["hello"], variants=["sync", "async", "blocking"], users=[1], repeats=1
         )
         console = io.StringIO()
-        docs = run_matrix(spec, ctx, console=Console(file=console, width=400, highlight=False))
+        shown = Console(file=console, width=400, highlight=False)
+        docs = [r.to_dict() for r in run_matrix(spec, ctx, console=shown)]
     deadline = time.monotonic() + 2
     while (left := marked(str(tmp_path))) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from loadtests.cli import BenchOptions, main
+from loadtests.context import RunContext
 from loadtests.locust_runner import Clock, LocustRun, locust_command, merge_meta, merge_raw
 from loadtests.matrix import Cell, MatrixSpec
+from loadtests.plan import cell_command, db_driver, server_env
 from loadtests.process import CpuSampler, Pinning
-from loadtests.runner import RunContext, cell_command, db_driver, plan_cells, run_cell, server_env
+from loadtests.runner import plan_cells, run_cell
 from loadtests.scenarios import SCENARIOS
 from loadtests.summary import load_requests
 
@@ -210,7 +212,7 @@ def test_a_server_that_dies_fails_the_cell_not_the_matrix(tmp_path: Path) -> Non
     # `false` stands in for both the server and Locust: it exits at once with code 1.
     ctx = RunContext(out=tmp_path, pinning=Pinning(None, None), python="false")
     spec = MatrixSpec(scenarios=["hello"], variants=["sync"], users=[1])
-    doc = run_cell(spec.cells()[0], spec, ctx)
+    doc = run_cell(spec.cells()[0], spec, ctx).to_dict()
     assert doc["status"] == "failed"
     assert doc["reason"].startswith("server never became ready: exited with code 1")
     saved = json.loads((tmp_path / doc["cell_id"] / "cell.json").read_text())

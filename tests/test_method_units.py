@@ -4,9 +4,11 @@ import pandas as pd
 import pytest
 
 from contract import CENSORED, ERROR, OK, TIMEOUT
+from loadtests.assess import stall_evidence, upstream_drift
+from loadtests.context import RunContext
 from loadtests.matrix import Cell, MatrixSpec
+from loadtests.plan import server_env
 from loadtests.process import Pinning
-from loadtests.runner import RunContext, server_env, stall_evidence, upstream_drift
 from loadtests.summary import completion_gaps, little_ratio, summarize_requests
 
 LABEL = "GET /hello"

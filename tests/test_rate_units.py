@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from contract import CAPACITY_BOUNDS, CAPACITY_COLUMNS, CENSORED, LOADGEN_BEHIND, OK
-from contract.slo import FAIL, PASS, UNJUDGED, Judgement, Slo, judge, parse_slo
+from contract.slo import FAIL, PASS, UNJUDGED, Slo, SloCheck, check, parse_slo
 from loadtests.cli import BenchOptions, main
 from loadtests.matrix import Cell, MatrixSpec
 from loadtests.search import Search, capacity_row, next_rate, run_search, write_capacity
@@ -38,34 +38,34 @@ SLO = Slo(500.0, 1.0)
 
 
 def test_judge_passes_on_the_percentile_with_enough_samples() -> None:
-    assert judge(row(), SLO) == Judgement(PASS, "p99 120 ms", "p99")
-    assert judge(row(p99_ms=501.0), SLO).status == FAIL
+    assert check(row(), SLO) == SloCheck(PASS, "p99 120 ms", "p99")
+    assert check(row(p99_ms=501.0), SLO).status == FAIL
 
 
 def test_judge_uses_the_maximum_when_the_percentile_lacks_samples() -> None:
     # 300 samples cannot print a p99 (contract.min_samples): every sample must meet the SLO.
     few = row(requests=300, ok=300, p99_ms=100.0)
-    assert judge(few, SLO) == Judgement(FAIL, "max 900 ms > 500 ms", "max")
-    assert judge(few | {"max_ms": 400.0}, SLO).status == PASS
+    assert check(few, SLO) == SloCheck(FAIL, "max 900 ms > 500 ms", "max")
+    assert check(few | {"max_ms": 400.0}, SLO).status == PASS
 
 
 def test_judge_counts_errors_and_timeouts_and_never_passes_a_stall() -> None:
-    assert judge(row(errors=15, timeouts=10), SLO).why == "errors 1.2% > 1%"
-    both = judge(row(errors=30, p99_ms=900.0), SLO).why
+    assert check(row(errors=15, timeouts=10), SLO).why == "errors 1.2% > 1%"
+    both = check(row(errors=30, p99_ms=900.0), SLO).why
     assert both == "p99 900 ms > 500 ms; errors 1.5% > 1%"
-    assert judge(row(errors=20), SLO).status == PASS
-    assert judge(row(stalled="True"), SLO) == Judgement(FAIL, "stalled")
+    assert check(row(errors=20), SLO).status == PASS
+    assert check(row(stalled="True"), SLO) == SloCheck(FAIL, "stalled")
 
 
 def test_judge_does_not_judge_what_the_load_side_limited() -> None:
-    invalid = judge(row(valid="False", invalid_reason=f"{LOADGEN_BEHIND}: sent 1 of 9"), SLO)
+    invalid = check(row(valid="False", invalid_reason=f"{LOADGEN_BEHIND}: sent 1 of 9"), SLO)
     assert invalid.status == UNJUDGED and LOADGEN_BEHIND in invalid.why
-    assert judge(row(status="failed", reason="server exited"), SLO).status == UNJUDGED
+    assert check(row(status="failed", reason="server exited"), SLO).status == UNJUDGED
 
 
 def test_censored_requests_count_as_latency_samples() -> None:
     # 900 ok + 200 censored: enough for a p99, which includes the censored ages.
-    assert judge(row(requests=1100, ok=900, censored=200), SLO).basis == "p99"
+    assert check(row(requests=1100, ok=900, censored=200), SLO).basis == "p99"
 
 
 # --- the search -------------------------------------------------------------------------------
@@ -76,13 +76,13 @@ LADDER = [50, 100, 200, 400, 800]
 def fake(capacity: float, unjudged_above: float = 1e9):
     """A measure: passes below `capacity`, fails at or above it, unjudged from `unjudged_above`."""
 
-    def measure(rate: int) -> tuple[Judgement, dict[str, object]]:
+    def measure(rate: int) -> tuple[SloCheck, dict[str, object]]:
         cell = {"cell_id": f"c{rate}", "p99_ms": 100.0}
         if rate >= unjudged_above:
-            return Judgement(UNJUDGED, "invalid: load generator behind"), cell
+            return SloCheck(UNJUDGED, "invalid: load generator behind"), cell
         if rate >= capacity:
-            return Judgement(FAIL, "p99 900 ms > 500 ms"), cell
-        return Judgement(PASS, "p99 100 ms"), cell
+            return SloCheck(FAIL, "p99 900 ms > 500 ms"), cell
+        return SloCheck(PASS, "p99 100 ms"), cell
 
     return measure
 
@@ -119,7 +119,7 @@ def test_search_bounds_say_what_the_number_is(measure, bound, capacity, limit) -
 
 def test_next_rate_never_repeats_a_rate() -> None:
     search = Search("chat", "sync", "httpx", 1)
-    search.tried = {50: (Judgement(PASS, ""), {}), 100: (Judgement(FAIL, ""), {})}
+    search.tried = {50: (SloCheck(PASS, ""), {}), 100: (SloCheck(FAIL, ""), {})}
     assert next_rate(search, [50, 100], 5) == 75
 
 
@@ -239,6 +239,7 @@ def test_behind_blames_the_load_side_only_when_the_server_did_not_hold_every_con
 
 def test_summary_row_carries_the_offered_rate() -> None:
     doc = {"scenario": "chat", "variant": "sync", "client": "httpx", "users": 500, "repeat": 1}
+    doc |= {"cell_id": "chat__sync-httpx__rps0400__r1", "status": "ok"}
     doc |= {"offered_rps": 400, "metrics": {"achieved_rps": 399.0, "slots_full": False}}
     got = summary_row(doc)
     assert (got["offered_rps"], got["achieved_rps"], got["slots_full"]) == (400, 399.0, False)

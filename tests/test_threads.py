@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loadtests import threads
-from loadtests.runner import in_gap, thread_dump
+from loadtests.assess import in_gap, thread_dump
 
 DATA = Path(__file__).parent / "data"
 

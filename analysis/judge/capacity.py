@@ -1,7 +1,12 @@
 """Open-loop (rate) cells and SLO capacity: the hockey-stick points, each style's capacity, its
 ratio to `def`'s and the headline sentence. Pure: frames in, frames and dataclasses out.
 
-Every SLO judgement is contract.slo.judge's; capacity.csv's searches are the orchestrator's.
+Every SLO check is contract.slo.check's; capacity.csv's searches are the orchestrator's. Three
+rates describe a rate cell, and the section names each: `offered_rps` (the arrival schedule's
+rate), `achieved_rps` (sent: what the load generator sent per second of window) and
+`served_rps` (served: `ok` responses completed inside the window per second). summary.csv's
+`rps` (the window's arrivals answered ok, some during the drain) is not shown: past capacity a
+server would look as if it served the offered rate.
 """
 
 import math
@@ -12,24 +17,15 @@ from typing import Any
 import pandas as pd
 
 from analysis.fmt import rate
-from analysis.judge.cells import DEFAULT_ARM
+from analysis.judge.repeats import Repeats
 from analysis.judge.transform import require_columns
-from analysis.plot.styles import ordered
-from contract.slo import PASS, Slo, judge, parse_slo
+from analysis.vocabulary import BASELINE, DEFAULT_ARM, ordered
+from analysis.vocabulary import style_words as variant_style_words
+from contract.slo import PASS, Slo, check, parse_slo
 
 # Where the search's answer is only a lower bound on the true capacity.
 LOWER_BOUNDS: frozenset[str] = frozenset({"above_highest", "load_side"})
 BELOW_LOWEST = "below_lowest"
-BASELINE = "sync"
-# The report's words for each handler style (the brief's: `def`, `async def`, blocking-in-async).
-VARIANT_WORDS: dict[str, str] = {
-    "sync": "`def`",
-    "async": "`async def`",
-    "blocking": "blocking-in-async",
-}
-# Clients that every proxy app uses by default: named only for `async def`, whose library is
-# the point (httpx vs aiohttp), and for another client than httpx.
-PLAIN_CLIENTS: frozenset[str] = frozenset({"", "-", "none"})
 POINT_KEY: tuple[str, ...] = ("scenario", "style", "arm", "offered_rps")
 CELL_COLUMNS: tuple[str, ...] = (
     "scenario",
@@ -48,10 +44,9 @@ CELL_COLUMNS: tuple[str, ...] = (
 
 
 def style_words(variant: str, client: str, arm: str = DEFAULT_ARM) -> str:
-    """`` `def` ``, `` `async def` + aiohttp ``, `blocking-in-async`, `` `def` + httpx2 ``."""
-    text = VARIANT_WORDS.get(variant, f"`{variant}`")
-    if client not in PLAIN_CLIENTS and (variant == "async" or client != "httpx"):
-        text += f" + {client}"
+    """`` `def` ``, `` `async def` + aiohttp ``, `` `def` + httpx2 ``, with the arm if any
+    (analysis.vocabulary.style_words)."""
+    text = variant_style_words(variant, client)
     return f"{text} (arm `{arm}`)" if arm else text
 
 
@@ -75,34 +70,47 @@ def run_slo(manifest: Mapping[str, Any], capacity: pd.DataFrame) -> Slo | None:
 
 
 def rate_cells(rates: pd.DataFrame, slo: Slo | None) -> pd.DataFrame:
-    """Every rate cell in reading order, with `achieved_ratio` (achieved / offered) and its SLO
-    judgement (`slo_status`, `slo_why`: contract.slo.judge; empty without an SLO)."""
+    """Every rate cell in reading order, with `achieved_ratio` (sent / offered) and its SLO
+    check (`slo_status`, `slo_why`: contract.slo.check; empty without an SLO)."""
     require_columns(rates, CELL_COLUMNS, "rate cells")
     out = rates.copy()
     out["achieved_ratio"] = out["achieved_rps"] / out["offered_rps"]
-    judged = [judge(row, slo) if slo else None for row in out.to_dict("records")]
-    out["slo_status"] = [j.status if j else "" for j in judged]
-    out["slo_why"] = [j.why if j else "" for j in judged]
+    checked = [check(row, slo) if slo else None for row in out.to_dict("records")]
+    out["slo_status"] = [c.status if c else "" for c in checked]
+    out["slo_why"] = [c.why if c else "" for c in checked]
     rank = {s: i for i, s in enumerate(ordered(out["style"]))}
     out["_rank"] = out["style"].map(rank)
     out = out.sort_values(["scenario", "_rank", "arm", "offered_rps", "repeat"], kind="stable")
     return out.drop(columns="_rank").reset_index(drop=True)
 
 
-def _verdict(statuses: Sequence[str]) -> str:
+def _over_repeats(statuses: Sequence[str]) -> str:
     distinct = set(statuses)
     if len(distinct) == 1:
         return statuses[0]
     return f"{sum(s == PASS for s in statuses)} of {len(statuses)} pass"
 
 
+# The figures of a hockey-stick point, over the repeats (the repeat statistic's median).
+POINT_METRICS: tuple[str, ...] = (
+    "p50_ms",
+    "p99_ms",
+    "rps",
+    "achieved_rps",
+    "served_rps",
+    "achieved_ratio",
+)
+
+
 def rate_points(cells: pd.DataFrame) -> pd.DataFrame:
     """The hockey stick: one point per scenario x style x arm x offered rate (rate_cells' rows).
 
-    p50/p99, throughput and achieved/offered are medians over the repeats that ran (status ok),
-    over the valid ones when there are any. `stalled`: some repeat stalled; `invalid`: no repeat
-    valid (the load side, not the server, set the numbers); `slo_status` pass/fail/unjudged when
-    every repeat agrees, else `k of n pass`.
+    Each of POINT_METRICS is the median over the repeats that ran (status ok), over the valid
+    ones when there are any (a percentile only when each of them has it: the sample rule);
+    `p99_ms_raw` likewise, the exact p99 whatever its count, for a point whose repeats had too
+    few samples for a p99 (`latency_n` their fewest). `stalled`: some repeat stalled;
+    `invalid`: no repeat valid (the load side, not the server, set the numbers); `slo_status`
+    pass/fail/unjudged when every repeat agrees, else `k of n pass`.
     """
     rows = []
     for key, part in cells.groupby(list(POINT_KEY), sort=False):
@@ -110,24 +118,50 @@ def rate_points(cells: pd.DataFrame) -> pd.DataFrame:
         valid = ran[ran["valid"].astype(bool)]
         basis = valid if not valid.empty else ran
         statuses = [s for s in part["slo_status"] if s]
+        figures = {m: Repeats.over(basis, m).median for m in POINT_METRICS}
+        raw = Repeats.over(basis, "p99_ms_raw").median
+        counts = pd.to_numeric(_column(basis, "latency_n"), errors="coerce")
         rows.append(
             {
                 **dict(zip(POINT_KEY, key, strict=True)),
                 "variant": part["variant"].iloc[0],
                 "client": part["client"].iloc[0],
                 "repeats": len(part),
-                "p50_ms": basis["p50_ms"].median(),
-                "p99_ms": basis["p99_ms"].median(),
-                "rps": basis["rps"].median(),
-                "achieved_ratio": basis["achieved_ratio"].median(),
+                **figures,
+                "p99_ms_raw": raw,
+                "latency_n": float(counts.min()) if counts.notna().any() else math.nan,
                 "stalled": bool(part["stalled"].astype(bool).any()),
                 "invalid": valid.empty,
-                "slo_status": _verdict(statuses) if statuses else "",
+                "slo_status": _over_repeats(statuses) if statuses else "",
             }
         )
-    columns = [*POINT_KEY, "variant", "client", "repeats", "p50_ms", "p99_ms", "rps"]
-    columns += ["achieved_ratio", "stalled", "invalid", "slo_status"]
+    columns = [*POINT_KEY, "variant", "client", "repeats", *POINT_METRICS, "p99_ms_raw"]
+    columns += ["latency_n", "stalled", "invalid", "slo_status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame:
+        return frame[name]
+    return pd.Series([math.nan] * len(frame), index=frame.index, dtype=float)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What one rate cell sent and served, per second of its window (NaN: not recorded)."""
+
+    offered: float
+    sent: float
+    served: float
+
+    def text(self) -> str:
+        """`sent 596/s, served 590/s`; `served not recorded` in a run before `served_rps`."""
+        served = "not recorded" if math.isnan(self.served) else rate(self.served)
+        sent = "not recorded" if math.isnan(self.sent) else rate(self.sent)
+        return f"sent {sent}, served {served}"
+
+
+NO_THROUGHPUT = Throughput(math.nan, math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,9 @@ class StyleCapacity:
     p99_ms: float
     # The failing rate where the cell stalled, if it did.
     stalled_at: float | None = None
+    # What the repeat the median stands for sent and served at its capacity and at its limit.
+    at_capacity: Throughput = NO_THROUGHPUT
+    at_limit: Throughput = NO_THROUGHPUT
     # Capacity over `def`'s (same scenario, default arm) and whether it is a bound: "≥", "≤".
     ratio: float | None = None
     ratio_sign: str = ""
@@ -186,11 +223,31 @@ def _stalled_at(row: pd.Series, cells: pd.DataFrame) -> float | None:
     return float(limit) if at["stalled"].astype(bool).any() else None
 
 
+def _throughput(row: pd.Series, cells: pd.DataFrame, offered: object) -> Throughput:
+    """What the search's own cell (its repeat) at `offered` sent and served."""
+    if cells.empty or offered is None or pd.isna(offered):  # type: ignore[call-overload]
+        return NO_THROUGHPUT
+    at = cells[
+        (cells["scenario"] == row["scenario"])
+        & (cells["style"] == row["style"])
+        & (cells["arm"] == row["arm"])
+        & (cells["offered_rps"] == offered)
+        & (cells["repeat"] == row["repeat"])
+    ]
+    if at.empty:
+        return NO_THROUGHPUT
+    cell = at.iloc[0]
+    sent, served = (float(cell.get(k, math.nan)) for k in ("achieved_rps", "served_rps"))
+    return Throughput(float(offered), sent, served)  # type: ignore[arg-type]
+
+
 def _one(part: pd.DataFrame, cells: pd.DataFrame) -> StyleCapacity:
+    # The median of the searches, where a search that found no capacity counts as below every
+    # other one: then the lower middle search stands for the style.
     ordered_rows = part.sort_values(["capacity_rps", "repeat"], na_position="first")
     middle = ordered_rows.iloc[(len(ordered_rows) - 1) // 2]
-    values = part["capacity_rps"].dropna()
-    capacity = float(values.median()) if len(values) == len(part) else float(middle["capacity_rps"])
+    found = Repeats.of(part["capacity_rps"])
+    capacity = found.median if found.n == len(part) else float(middle["capacity_rps"])
     return StyleCapacity(
         scenario=str(middle["scenario"]),
         style=str(middle["style"]),
@@ -199,8 +256,8 @@ def _one(part: pd.DataFrame, cells: pd.DataFrame) -> StyleCapacity:
         client=str(middle["client"]),
         slo=str(middle["slo"]),
         capacity=capacity,
-        lo=float(values.min()) if len(values) else math.nan,
-        hi=float(values.max()) if len(values) else math.nan,
+        lo=found.lo,
+        hi=found.hi,
         repeats=len(part),
         below=int(part["capacity_rps"].isna().sum()),
         bound=str(middle["bound"]),
@@ -208,6 +265,8 @@ def _one(part: pd.DataFrame, cells: pd.DataFrame) -> StyleCapacity:
         limit_reason=str(middle["limit_reason"]),
         p99_ms=float(middle["p99_at_capacity_ms"]),
         stalled_at=_stalled_at(middle, cells),
+        at_capacity=_throughput(middle, cells, middle["capacity_rps"]),
+        at_limit=_throughput(middle, cells, middle["limit_rps"]),
     )
 
 

@@ -19,9 +19,9 @@ from analysis.judge.cells import (
     outcomes,
 )
 from analysis.judge.quiet import UPSTREAM_DRIFT_MAX, calibration, drifting_cells
-from analysis.judge.samples import LATENCY_PERCENTILES, highest_supported, supported
+from analysis.judge.samples import highest
 from analysis.judge.transform import relative_spread, require_columns, sample_counts
-from analysis.judge.verdict import Judgement
+from analysis.judge.verdict import Verdicts
 
 # More failed requests than this in a cell deserves a look.
 ERROR_RATE = 0.01
@@ -63,7 +63,7 @@ class Caveat:
 
 def caveats(
     summary: pd.DataFrame,
-    judgement: Judgement,
+    decided: Verdicts,
     missing_columns: Sequence[str] = (),
     derived: Sequence[str] = (),
     manifest: Mapping[str, Any] | None = None,
@@ -71,12 +71,12 @@ def caveats(
     """Every warning about a run, grouped in KINDS order."""
     require_columns(summary, ["cell_id", "status", "valid"], "summary")
     out: list[Caveat] = []
-    out += _flagged(summary, judgement.metrics)
+    out += _flagged(summary, decided.metrics)
     out += _counts(summary)
-    out += _spread(judgement)
+    out += _spread(decided)
     out += _drift(summary)
-    out += _calibration(manifest or {}, judgement)
-    out += [Caveat("verdict metric", s, n) for s, n in judgement.metric_notes.items()]
+    out += _calibration(manifest or {}, decided)
+    out += [Caveat("verdict metric", s, n) for s, n in decided.metric_notes.items()]
     if missing_columns:
         out.append(
             Caveat(
@@ -180,8 +180,9 @@ def _counts(summary: pd.DataFrame) -> list[Caveat]:
                     "printed with ≥",
                 )
             )
-        if not math.isnan(count) and not supported(99, count):
-            q = highest_supported(count, LATENCY_PERCENTILES)
+        # The sample rule emptied the p99 (contract.PERCENTILE_RULE): say what is left.
+        if not math.isnan(count) and pd.isna(row.get("p99_ms")):
+            q = highest(row)
             shown = f"highest printed: p{q}" if q else "no percentile printed"
             out.append(
                 Caveat(
@@ -192,7 +193,7 @@ def _counts(summary: pd.DataFrame) -> list[Caveat]:
                 )
             )
         probe = row.get("probe_requests")
-        if probe is not None and pd.notna(probe) and not supported(99, probe):
+        if probe is not None and pd.notna(probe) and pd.isna(row.get("probe_p99_ms")):
             out.append(
                 Caveat(
                     "n too small",
@@ -247,8 +248,8 @@ def _counts(summary: pd.DataFrame) -> list[Caveat]:
     return out
 
 
-def _spread(judgement: Judgement) -> list[Caveat]:
-    agg = judgement.counted
+def _spread(decided: Verdicts) -> list[Caveat]:
+    agg = decided.counted
     out: list[Caveat] = []
     if agg.empty:
         return out
@@ -258,8 +259,8 @@ def _spread(judgement: Judgement) -> list[Caveat]:
         if row["repeats"] < 2:
             out.append(Caveat("one repeat", where, "one repeat: no interval, no verdict here"))
             continue
-        metric = judgement.metrics.get(scenario, "rps")
-        noise = judgement.noises[scenario].value if scenario in judgement.noises else 0.0
+        metric = decided.metrics.get(scenario, "rps")
+        noise = decided.noises[scenario].value if scenario in decided.noises else 0.0
         if pd.isna(row.get(metric)) or row[metric] == 0:
             continue
         spread = float(relative_spread(pd.DataFrame([row]), metric).iloc[0])
@@ -292,7 +293,7 @@ def _drift(summary: pd.DataFrame) -> list[Caveat]:
     return out
 
 
-def _calibration(manifest: Mapping[str, Any], judgement: Judgement) -> list[Caveat]:
+def _calibration(manifest: Mapping[str, Any], decided: Verdicts) -> list[Caveat]:
     cal = calibration(manifest)
     if cal is None:
         failed = [e for e in manifest.get("calibration") or [] if isinstance(e, dict)]
@@ -315,7 +316,7 @@ def _calibration(manifest: Mapping[str, Any], judgement: Judgement) -> list[Cave
         for e in cal.entries
         if e.get("error")
     ]
-    noises = {s: n.value for s, n in judgement.noises.items()}
+    noises = {s: n.value for s, n in decided.noises.items()}
     if not noises:
         return out
     scenario, smallest = min(noises.items(), key=lambda kv: kv[1])

@@ -5,6 +5,7 @@ import re
 import pandas as pd
 
 import contract
+from analysis.vocabulary import DEFAULT_ARM
 
 OK = "ok"
 FAILED = "failed"
@@ -13,7 +14,6 @@ INVALID = contract.INVALID
 NOT_STEADY = contract.NOT_STEADY
 # A cell's flags, most serious first: a failed cell that also stalled counts as failed.
 FLAGS: tuple[str, ...] = (FAILED, STALLED, INVALID, NOT_STEADY)
-DEFAULT_ARM = ""
 
 # The parts of an `invalid_reason` that blame the load side alone (loadtests.summary.validity):
 # the server's own cost per request is still measured then, only its throughput is not.

@@ -18,7 +18,6 @@ import pandas as pd
 import contract
 from analysis.fmt import ms, rate
 from analysis.judge.cells import (
-    DEFAULT_ARM,
     FAILED,
     INVALID,
     NOT_STEADY,
@@ -28,22 +27,23 @@ from analysis.judge.cells import (
     outcomes,
 )
 from analysis.judge.noise import Noise, scenario_noise
+from analysis.judge.repeats import Ratio, Repeats
+from analysis.judge.samples import tail_text
+from analysis.judge.transform import aggregate_rows, ratio_with_spread, require_columns, scenarios
+from analysis.judge.verdict import MIN_REPEATS, fmt_ratio, invert, is_clear
+from analysis.vocabulary import (
+    BASELINE,
+    BASELINE_CLIENT,
+    DEFAULT_ARM,
+    STREAM_FIX_ARM,
+    names_client,
+    style_of,
+    style_words,
+    variant_words,
+)
 
 # STREAM_FIX_ARM: the arm a style's cells come from where plain `def` cannot be compared.
-from analysis.judge.stalls import STREAM_FIX_ARM, p99_text, rps_text
-from analysis.judge.transform import aggregate_rows, ratio_with_spread, require_columns, scenarios
-from analysis.judge.verdict import MIN_REPEATS, Ratio, fmt_ratio, invert, is_clear
-from analysis.plot.styles import DEFAULT_CLIENTS, style_of
-
 CLIENT_ARMS: tuple[str, ...] = (DEFAULT_ARM, STREAM_FIX_ARM)
-BASELINE_VARIANT = "sync"
-BASELINE_CLIENT = "httpx"
-# How the section names a variant (the report's words for the handler styles).
-VARIANT_NAMES: dict[str, str] = {
-    "sync": "`def`",
-    "async": "`async def`",
-    "blocking": "`async def` + sync lib",
-}
 ARM_NOTES: dict[str, str] = {STREAM_FIX_ARM: "with the stream fix"}
 # A client's throughput against its style's httpx row.
 FASTER = "faster"
@@ -83,19 +83,9 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def is_client(client: object) -> bool:
-    """Whether a summary `client` names an HTTP client (not `-`, empty or `none`)."""
-    return str(client).strip() not in (*DEFAULT_CLIENTS - {"httpx"}, "nan")
-
-
-def variant_name(variant: str) -> str:
-    """`def`, `async def`, ... in the report's words."""
-    return VARIANT_NAMES.get(variant, f"`{variant}`")
-
-
 def row_label(variant: str, client: str, arm: str = DEFAULT_ARM) -> str:
     """`` `def` + httpx ``, `` `def` + httpx (with the stream fix) ``."""
-    text = f"{variant_name(variant)} + {client}"
+    text = style_words(variant, client, always_client=True)
     note = ARM_NOTES.get(arm, f"arm `{arm}`" if arm else "")
     return f"{text} ({note})" if note else text
 
@@ -105,7 +95,7 @@ def client_rows(summary: pd.DataFrame) -> pd.DataFrame:
     per scenario x variant, the arm's cells replace the base ones when it ran that variant."""
     require_columns(summary, ["scenario", "variant", "client", "users", "status", "valid"])
     rows = summary.assign(_arm=arms(summary))
-    rows = rows[rows["_arm"].isin(CLIENT_ARMS) & rows["client"].map(is_client)]
+    rows = rows[rows["_arm"].isin(CLIENT_ARMS) & rows["client"].map(names_client)]
     arm_rows = rows[rows["_arm"] == STREAM_FIX_ARM]
     fixed = set(zip(arm_rows["scenario"], arm_rows["variant"], strict=True))
     keep = [
@@ -212,11 +202,7 @@ def client_table(summary: pd.DataFrame, names: list[str] | None = None) -> pd.Da
             part.append(record)
         part.sort(key=_order_key)
         base = next(
-            (
-                r
-                for r in part
-                if r["variant"] == BASELINE_VARIANT and r["client"] == BASELINE_CLIENT
-            ),
+            (r for r in part if r["variant"] == BASELINE and r["client"] == BASELINE_CLIENT),
             None,
         )
         for r in part:
@@ -243,22 +229,19 @@ def _numbers(agg: pd.Series | None) -> dict[str, object]:
             "cpu_lo": nan,
             "cpu_hi": nan,
         }
-    cpu = [
-        float(agg.get(k, math.nan))
-        for k in ("cpu_ms_per_req", "cpu_ms_per_req_lo", "cpu_ms_per_req_hi")
-    ]
-    rps, lo, hi = (float(agg[k]) for k in ("rps", "rps_lo", "rps_hi"))
-    p99, _ = p99_text(agg.to_dict())
+    cpu = Repeats.from_row(agg, "cpu_ms_per_req")
+    rps = Repeats.from_row(agg, "rps")
+    p99, _ = tail_text(agg)
     return {
-        "rps": rps,
-        "rps_lo": lo,
-        "rps_hi": hi,
-        "rps_text": rps_text(rps, lo, hi, int(agg["repeats"])),
+        "rps": rps.median,
+        "rps_lo": rps.lo,
+        "rps_hi": rps.hi,
+        "rps_text": rps.text(),
         "p99_ms": float(agg["p99_ms"]),
         "p99_text": p99,
-        "cpu_ms_per_req": cpu[0],
-        "cpu_lo": cpu[1],
-        "cpu_hi": cpu[2],
+        "cpu_ms_per_req": cpu.median,
+        "cpu_lo": cpu.lo,
+        "cpu_hi": cpu.hi,
     }
 
 
@@ -389,7 +372,7 @@ def sentence(table: pd.DataFrame, scenario: str, noise: Noise | float) -> str:
     for variant, texts in by_variant.items():
         arm = str(part.loc[part["variant"] == variant, "arm"].iloc[0])
         note = f" and {ARM_NOTES.get(arm, f'arm `{arm}`').removeprefix('with ')}" if arm else ""
-        parts.append(f"with {variant_name(variant)}{note}, " + "; ".join(texts))
+        parts.append(f"with {variant_words(variant)}{note}, " + "; ".join(texts))
     text = "; ".join(parts)
     return f"`{scenario}` at {users} users: {text}."
 

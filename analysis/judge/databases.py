@@ -2,11 +2,12 @@
 
 A configuration is database x driver x pool (size + overflow) x variant (and the arm it ran in),
 read from the summary's `db`, `db_pool_size` and `db_max_overflow`. Per DB scenario
-(contract.DB_SCENARIOS) at its compared load: throughput (mean over the counted repeats, min-max
-spread), p99 (median over them, under the sample-count rule), stalls, PostgreSQL's CPU and the
-ratio to `def` on the same database and pool. A repeat is counted only when it is ok, valid,
-steady, not stalled and had no gap of contract.GAP_NOTE_S without a completion: a stalled or
-invalid cell is named, never turned into a speed. Pure transforms: no I/O.
+(contract.DB_SCENARIOS) at its compared load: throughput, p99 (under the sample rule) and
+PostgreSQL's CPU over the counted repeats (the repeat statistic, analysis.judge.repeats: median
+and min-max), stalls, and the ratio to `def` on the same database and pool. A repeat is counted
+only when it is ok, valid, steady, not stalled and had no gap of contract.GAP_NOTE_S without a
+completion: a stalled or invalid cell is named, never turned into a speed. Pure transforms: no
+I/O.
 """
 
 import math
@@ -16,7 +17,6 @@ import pandas as pd
 
 import contract
 from analysis.judge.cells import (
-    DEFAULT_ARM,
     FAILED,
     INVALID,
     NOT_STEADY,
@@ -26,20 +26,16 @@ from analysis.judge.cells import (
     database_of,
 )
 from analysis.judge.cells import outcomes as cell_outcomes
-from analysis.judge.stalls import p99_text, rps_text
+from analysis.judge.repeats import Repeats
+from analysis.judge.samples import tail_text
 from analysis.judge.transform import at_reference_tokens, ratio_with_spread, sample_counts
+from analysis.vocabulary import BASELINE, DEFAULT_ARM, variant_words
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 DATABASES: tuple[str, ...] = (SQLITE, POSTGRESQL)
 DATABASE_NAMES: dict[str, str] = {SQLITE: "SQLite", POSTGRESQL: "PostgreSQL"}
 DRIVERS: tuple[str, ...] = tuple(d.split("+", 1)[1] for d in contract.DB_DRIVERS)
-BASELINE_VARIANT = "sync"
-VARIANT_NAMES: dict[str, str] = {
-    "sync": "`def`",
-    "async": "`async def`",
-    "blocking": "`async def` + sync lib",
-}
 # What a repeat was, most serious first; only OK repeats give speeds.
 DEADLOCK = "deadlock"
 STALL = "stall"
@@ -93,11 +89,6 @@ def driver_of(db: object) -> str:
     return text.split("+", 1)[1] if "+" in text else ""
 
 
-def variant_name(variant: str) -> str:
-    """`def`, `async def`, ... in the report's words."""
-    return VARIANT_NAMES.get(variant, f"`{variant}`")
-
-
 def pool_text(size: object, overflow: object) -> str:
     """`5+10`, or `?` when not recorded."""
     known = [None if v is None or pd.isna(v) else int(v) for v in (size, overflow)]  # type: ignore[call-overload]
@@ -109,7 +100,7 @@ def pool_text(size: object, overflow: object) -> str:
 def config_label(row: Mapping[str, object]) -> str:
     """`PostgreSQL, asyncpg, pool 40+0, `async def``."""
     name = DATABASE_NAMES.get(str(row["database"]), str(row["database"]))
-    return f"{name}, {row['driver']}, pool {row['pool']}, {variant_name(str(row['variant']))}"
+    return f"{name}, {row['driver']}, pool {row['pool']}, {variant_words(str(row['variant']))}"
 
 
 def db_rows(summary: pd.DataFrame) -> pd.DataFrame:
@@ -125,14 +116,9 @@ def db_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def has_postgres(summary: pd.DataFrame) -> bool:
-    """Whether the run measured a DB scenario on PostgreSQL: the section's trigger."""
-    rows = db_rows(summary)
-    return bool((rows["db"].map(database_of) == POSTGRESQL).any()) if len(rows) else False
-
-
 def db_scenarios(summary: pd.DataFrame) -> list[str]:
-    """DB scenarios with PostgreSQL cells, in the contract's order."""
+    """DB scenarios with PostgreSQL cells, in the contract's order: the section's scenarios
+    (none: the run measured no DB scenario on PostgreSQL, and the report has no such section)."""
     rows = db_rows(summary)
     if rows.empty:
         return []
@@ -183,8 +169,8 @@ def _stall(rows: pd.DataFrame, kinds: pd.Series) -> dict[str, object]:
 
 
 def _numbers(rows: pd.DataFrame) -> dict[str, object]:
-    """Throughput (mean, min, max), p99 (median, sample rule) and PostgreSQL CPU of the
-    counted repeats; NaN and `n/a` when none counted."""
+    """Throughput, p99 (the sample rule's, or the highest percentile the repeats have) and
+    PostgreSQL CPU of the counted repeats (the repeat statistic); NaN and `n/a` when none."""
     if rows.empty:
         nan = math.nan
         return {
@@ -192,22 +178,21 @@ def _numbers(rows: pd.DataFrame) -> dict[str, object]:
             "rps_text": "n/a",
             "p99_text": "n/a",
         }
-    rps = _num(rows, "rps")
-    mid, lo, hi = float(rps.mean()), float(rps.min()), float(rps.max())
+    rps = Repeats.over(rows, "rps")
     tail: dict[str, object] = {
-        f"p{q}_ms": float(_num(rows, f"p{q}_ms").median()) for q in (50, 90, 95, 99)
+        f"p{q}_ms": Repeats.over(rows, f"p{q}_ms").median for q in (50, 90, 95, 99)
     }
     counts = sample_counts(rows)
     tail["n"] = float(counts.min()) if counts.notna().any() else math.nan
     tail["censored_min_ms"] = float(_num(rows, "censored_min_ms").min())
     return {
-        "rps": mid,
-        "rps_lo": lo,
-        "rps_hi": hi,
-        "rps_text": rps_text(mid, lo, hi, len(rows)),
+        "rps": rps.median,
+        "rps_lo": rps.lo,
+        "rps_hi": rps.hi,
+        "rps_text": rps.text(),
         "p99_ms": tail["p99_ms"],
-        "p99_text": p99_text(tail)[0],
-        "db_cpu_pct": float(_num(rows, "db_cpu_pct").mean()),
+        "p99_text": tail_text(pd.Series(tail))[0],
+        "db_cpu_pct": Repeats.over(rows, "db_cpu_pct").median,
     }
 
 
@@ -314,9 +299,7 @@ def baseline(part: list[dict[str, object]], r: Mapping[str, object]) -> dict[str
     same = [
         b
         for b in part
-        if b["variant"] == BASELINE_VARIANT
-        and b["database"] == r["database"]
-        and b["pool"] == r["pool"]
+        if b["variant"] == BASELINE and b["database"] == r["database"] and b["pool"] == r["pool"]
     ]
     with_speed = [b for b in same if not pd.isna(b.get("rps"))]
     for pool in (with_speed, same):

@@ -20,11 +20,11 @@ from analysis.judge.databases import (
     POSTGRESQL,
     SQLITE,
     spread,
-    variant_name,
 )
 from analysis.judge.noise import Noise, scenario_noise
 from analysis.judge.transform import ratio_with_spread
 from analysis.judge.verdict import MIN_REPEATS, ONE_REPEAT, Ratio, fmt_ratio, is_clear
+from analysis.vocabulary import variant_words
 
 YES = "yes"
 NO = "no"
@@ -47,7 +47,7 @@ def where(row: Mapping[str, object]) -> str:
 
 def named(row: Mapping[str, object]) -> str:
     """`` `async def` (asyncpg, pool 40+0) ``."""
-    return f"{variant_name(str(row['variant']))} ({where(row)})"
+    return f"{variant_words(str(row['variant']))} ({where(row)})"
 
 
 def _why_not(row: Mapping[str, object]) -> str:
@@ -177,7 +177,7 @@ def verdict_text(v: DbVerdict) -> str:
     elif not v.decided:
         only = v.best[0]
         head = (
-            f"only {variant_name(str(only['variant']))} has a speed (best: {where(only)}, "
+            f"only {variant_words(str(only['variant']))} has a speed (best: {where(only)}, "
             f"{rate(float(only['rps']))})"
         )
     else:
@@ -223,7 +223,7 @@ class DbChange:
 
 def _winners(v: DbVerdict) -> str:
     """`` `def` with psycopg (pool 40+0) leads ``."""
-    who = " and ".join(f"{variant_name(s)} with {v.driver_of(s)}" for s in v.winners)
+    who = " and ".join(f"{variant_words(s)} with {v.driver_of(s)}" for s in v.winners)
     return f"{who} {'leads' if len(v.winners) == 1 else 'lead'}"
 
 
@@ -248,10 +248,10 @@ def verdict_change(sqlite: DbVerdict, pg: DbVerdict) -> DbChange:
         return DbChange(sqlite.scenario, UNKNOWN, " and ".join(lacking))
     if sqlite.clear and pg.clear:
         if _styles(sqlite) == _styles(pg):
-            who = " and ".join(variant_name(x) for x in sqlite.winners)
+            who = " and ".join(variant_words(x) for x in sqlite.winners)
             verb = "leads" if len(sqlite.winners) == 1 else "lead"
             drivers = "; ".join(
-                (f"{variant_name(x)} " if len(sqlite.winners) > 1 else "")
+                (f"{variant_words(x)} " if len(sqlite.winners) > 1 else "")
                 + f"on {s} with {sqlite.driver_of(x)}, on {p} with {pg.driver_of(x)}"
                 for x in sqlite.winners
             )

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 import contract
-from analysis.judge.samples import supported
 from analysis.judge.transform import relative_spread
 
 # The opening's spread table: the typical cell and the worst tenth.
@@ -68,12 +67,12 @@ def scenario_noise(
 def spread_table(agg: pd.DataFrame, scenario: str) -> dict[str, float | int]:
     """Median and 90th percentile of the relative rps and p99 spread of one scenario's cells.
 
-    The p99 spread counts only cells whose every repeat supports a p99 (the sample-count rule).
+    The p99 spread counts only cells whose every repeat has a p99 (the sample rule: an
+    aggregated p99 is known only then, analysis.judge.repeats).
     """
     part = agg[agg["scenario"] == scenario] if not agg.empty else agg
     rps = spreads(part, "rps")
-    p99_ok = part[[supported(99, n) for n in part["n"]]] if "n" in part else part
-    p99 = spreads(p99_ok, "p99_ms")
+    p99 = spreads(part, "p99_ms")
 
     def q(values: pd.Series, at: float) -> float:
         return float(values.quantile(at)) if not values.empty else math.nan

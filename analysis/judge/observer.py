@@ -8,16 +8,11 @@ import math
 
 import pandas as pd
 
-from analysis.judge.cells import DEFAULT_ARM, arms, column
+from analysis.judge.cells import arms, column
+from analysis.judge.repeats import Ratio
 from analysis.judge.samples import common_tail
 from analysis.judge.transform import GROUP, aggregate_rows, ratio_with_spread, usable
-
-Ratio = tuple[float, float, float]
-
-
-def other_arms(summary: pd.DataFrame) -> list[str]:
-    """The run's arms besides the default one, sorted."""
-    return sorted(set(arms(summary)) - {DEFAULT_ARM})
+from analysis.vocabulary import DEFAULT_ARM
 
 
 def observer_arms(summary: pd.DataFrame) -> list[str]:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.judge.cells import THROUGHPUT, higher_is_better, metric_name
-from analysis.judge.samples import supported
 from analysis.judge.transform import Stall, at_users, ratio_with_spread
 from analysis.judge.why import CPU_BOUND_PCT, LOOP_BLOCKED_MS
+from analysis.vocabulary import ASYNC, ASYNC_REFERENCES, BLOCKING, SYNC
 from contract import min_samples
 
 CONFIRMS = "confirms"
@@ -25,7 +25,7 @@ MIXED = "depends on the library"
 NOT_MEASURED = "not measured"
 ONE_REPEAT = "one repeat: no interval"
 
-ASYNC_STYLES: tuple[str, ...] = ("async", "async (aiohttp)")
+ASYNC_STYLES: tuple[str, ...] = ASYNC_REFERENCES
 # "Throughput collapses to about 1 / latency": a blocked loop serves one upstream call at a
 # time, so `blocking` should do about 1000 / upstream_latency_ms requests/s. Within +-35% counts
 # as "about": the handler's own time, the client's connection setup and the repeat spread on a
@@ -167,11 +167,11 @@ def trivial_endpoint(scene: Scene) -> RuleCheck:
         "No I/O in the endpoint: `async def` runs on the event loop and skips the threadpool "
         "hop, so it should be faster than `def`"
     )
-    users, rows, note = scene.pick(("sync", "async"))
+    users, rows, note = scene.pick((SYNC, ASYNC))
     if users is None:
         return RuleCheck(rule, NOT_MEASURED, f"needs `sync` and `async`: {note}")
     metric = scene.metric
-    who, ratio = _lead(rows, "async", "sync", metric, scene.noise)
+    who, ratio = _lead(rows, ASYNC, SYNC, metric, scene.noise)
     outcome = {"a": CONFIRMS, "b": CONTRADICTS, "noise": NOISE, "one repeat": ONE_REPEAT}[who]
     if higher_is_better(metric):
         detail = f"faster: `async` {metric_name(metric)} x{_x(ratio)} of `sync` at {users} users"
@@ -181,7 +181,7 @@ def trivial_endpoint(scene: Scene) -> RuleCheck:
             "users (tested as the cost per request because the load generator saturates before "
             "the server here: throughput not tested)"
         )
-    tokens = _value(rows, "async", "threadpool_peak_in_use")
+    tokens = _value(rows, ASYNC, "threadpool_peak_in_use")
     if math.isnan(tokens):
         detail += "; not tested: 'skips the threadpool hop' (threadpool gauges not recorded)"
     else:
@@ -198,12 +198,12 @@ def trivial_endpoint(scene: Scene) -> RuleCheck:
 def async_library(scene: Scene) -> RuleCheck:
     """An `await`-able I/O library in `async def` should beat `def` + threadpool."""
     rule = "I/O through a library that supports `await`: declare the endpoint `async def`"
-    users, rows, note = scene.pick(("sync",), any_of=ASYNC_STYLES)
+    users, rows, note = scene.pick((SYNC,), any_of=ASYNC_STYLES)
     if users is None:
         return RuleCheck(rule, NOT_MEASURED, f"needs `sync` and an async style: {note}")
     outcomes, details = [], []
     for style in [s for s in ASYNC_STYLES if s in rows.index]:
-        who, ratio = _lead(rows, style, "sync", "rps", scene.noise)
+        who, ratio = _lead(rows, style, SYNC, "rps", scene.noise)
         outcomes.append(
             {"a": CONFIRMS, "b": CONTRADICTS, "noise": NOISE, "one repeat": ONE_REPEAT}[who]
         )
@@ -218,13 +218,13 @@ def blocking_library(scene: Scene) -> RuleCheck:
         "A blocking library inside `async def` blocks the event loop: "
         "throughput collapses to about 1 / latency"
     )
-    users, rows, note = scene.pick(("blocking",), others=1)
+    users, rows, note = scene.pick((BLOCKING,), others=1)
     if users is None:
         return RuleCheck(rule, NOT_MEASURED, f"needs `blocking` and another style: {note}")
-    others = [s for s in rows.index if s != "blocking"]
+    others = [s for s in rows.index if s != BLOCKING]
     best = str(rows.loc[others, "rps"].idxmax())
-    who, ratio = _lead(rows, best, "blocking", "rps", scene.noise)
-    rps = float(rows.loc["blocking", "rps"])
+    who, ratio = _lead(rows, best, BLOCKING, "rps", scene.noise)
+    rps = float(rows.loc[BLOCKING, "rps"])
     detail = (
         f"at {users} users `blocking` {_rate(rps)} vs `{best}` {_rate(rows.loc[best, 'rps'])} "
         f"(x{_x(ratio)})"
@@ -240,7 +240,7 @@ def blocking_library(scene: Scene) -> RuleCheck:
         else ": faster"
     )
     held: list[bool] = []
-    lag = _value(rows, "blocking", "loop_lag_max_ms")
+    lag = _value(rows, BLOCKING, "loop_lag_max_ms")
     if math.isnan(lag):
         detail += "; not tested: 'blocks the event loop' (loop lag not recorded)"
     else:
@@ -250,7 +250,7 @@ def blocking_library(scene: Scene) -> RuleCheck:
             f"; blocks the loop: {'yes' if blocked else 'no'}, max loop lag {_ms(lag)} "
             f"(blocked >= {LOOP_BLOCKED_MS:g} ms)"
         )
-    latency_ms = _value(rows, "blocking", "upstream_latency_ms")
+    latency_ms = _value(rows, BLOCKING, "upstream_latency_ms")
     if math.isnan(latency_ms) or latency_ms <= 0:
         detail += (
             "; not tested: 'about 1 / latency' (no upstream latency configured in this scenario)"
@@ -277,10 +277,10 @@ def aiosqlite_thread(scene: Scene) -> RuleCheck:
         "aiosqlite runs queries on a thread per connection: measure before assuming "
         "`async def` is faster"
     )
-    users, rows, note = scene.pick(("sync", "async"))
+    users, rows, note = scene.pick((SYNC, ASYNC))
     if users is None:
         return RuleCheck(rule, NOT_MEASURED, f"needs `sync` and `async`: {note}")
-    who, ratio = _lead(rows, "async", "sync", "rps", scene.noise)
+    who, ratio = _lead(rows, ASYNC, SYNC, "rps", scene.noise)
     if who == "one repeat":
         outcome, text = ONE_REPEAT, "no interval"
     elif who == "a":
@@ -300,10 +300,10 @@ def cpu_bound(scene: Scene) -> RuleCheck:
         "CPU-bound work gains nothing from `async def`: one worker runs one piece of Python at "
         "a time either way (and `async def` also stalls the loop)"
     )
-    users, rows, note = scene.pick(("sync", "async"))
+    users, rows, note = scene.pick((SYNC, ASYNC))
     if users is None:
         return RuleCheck(rule, NOT_MEASURED, f"needs `sync` and `async`: {note}")
-    who, ratio = _lead(rows, "async", "sync", "rps", scene.noise)
+    who, ratio = _lead(rows, ASYNC, SYNC, "rps", scene.noise)
     if who == "one repeat":
         return RuleCheck(rule, ONE_REPEAT, f"`async` throughput x{_x(ratio)} of `sync`")
     gains_nothing = who != "a"
@@ -312,7 +312,7 @@ def cpu_bound(scene: Scene) -> RuleCheck:
         f"of `sync` at {users} users"
     ]
     held, untested = [gains_nothing], []
-    cpu = [_value(rows, s, "server_cpu_pct") for s in ("sync", "async")]
+    cpu = [_value(rows, s, "server_cpu_pct") for s in (SYNC, ASYNC)]
     if any(math.isnan(c) for c in cpu):
         untested.append("one piece of Python at a time (server CPU not recorded)")
     else:
@@ -322,7 +322,7 @@ def cpu_bound(scene: Scene) -> RuleCheck:
             f"one core at a time: {'yes' if at_one_core else 'no'}, server CPU `sync` "
             f"{cpu[0]:.0f}%, `async` {cpu[1]:.0f}% of one core (CPU-bound >= {CPU_BOUND_PCT:g}%)"
         )
-    lag = _value(rows, "async", "loop_lag_max_ms")
+    lag = _value(rows, ASYNC, "loop_lag_max_ms")
     if math.isnan(lag):
         untested.append("`async def` stalls the loop (loop lag not recorded)")
     else:
@@ -341,18 +341,18 @@ def cpu_bound(scene: Scene) -> RuleCheck:
 def stalls_everyone(scene: Scene) -> RuleCheck:
     """One blocking call in `async def` delays even the trivial probe requests."""
     rule = "One blocking call in `async def` stalls every request on the worker, even trivial ones"
-    users, rows, note = scene.pick(("blocking",), others=1)
+    users, rows, note = scene.pick((BLOCKING,), others=1)
     if users is None or "probe_max_ms" not in rows or rows["probe_max_ms"].isna().all():
         where = f": {note}" if note else ""
         return RuleCheck(
             rule, NOT_MEASURED, f"needs the probe of `blocking` and another style{where}"
         )
-    others = [s for s in rows.index if s != "blocking" and pd.notna(rows.loc[s, "probe_max_ms"])]
+    others = [s for s in rows.index if s != BLOCKING and pd.notna(rows.loc[s, "probe_max_ms"])]
     if not others:
         return RuleCheck(rule, NOT_MEASURED, "needs the probe of another style")
-    counts = rows.loc[["blocking", *others], "probe_n"] if "probe_n" in rows else pd.Series()
+    counts = rows.loc[[BLOCKING, *others], "probe_n"] if "probe_n" in rows else pd.Series()
     n = None if counts.dropna().empty else int(counts.dropna().min())
-    if supported(99, n) and rows.loc[["blocking", *others], "probe_p99_ms"].notna().all():
+    if rows.loc[[BLOCKING, *others], "probe_p99_ms"].notna().all():
         metric, what, why = "probe_p99_ms", "probe p99", ""
     else:
         metric, what = "probe_max_ms", "probe max"
@@ -360,7 +360,7 @@ def stalls_everyone(scene: Scene) -> RuleCheck:
         why = f"; probe p99 not used: n too small ({count}, p99 needs {min_samples(99):,})"
     best = str(rows.loc[others, metric].idxmin())
     # Higher latency is worse: `blocking` "leads" when its probe waits longer.
-    who, ratio = _lead(rows, "blocking", best, metric, scene.noise)
+    who, ratio = _lead(rows, BLOCKING, best, metric, scene.noise)
     outcome = {"a": CONFIRMS, "b": CONTRADICTS, "noise": NOISE, "one repeat": ONE_REPEAT}[who]
     detail = (
         f"at {users} users {what} `blocking` {_ms(rows.loc['blocking', metric])} = x{_x(ratio)} "

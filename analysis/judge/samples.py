@@ -1,9 +1,12 @@
-"""The sample-count rule (contract.min_samples) and lower bounds from censored requests.
+"""Reading percentiles under the contract's sample rule, and lower bounds from censored requests.
 
-A percentile q is printed only when n >= ceil(10 / (1 - q/100)) samples support it; n is
-ok + censored requests for latency, probe requests for the probe. A censored request's latency
-is its age when the cell ended, a lower bound: a percentile at or above the smallest censored
-age (`censored_min_ms`) is printed as "≥ 123 ms".
+The rule is the contract's, applied where summary.csv is written (contract.PERCENTILE_RULE,
+`contract.apply_sample_rule`): a percentile its sample count does not support is an empty
+column, its exact value kept in `<column>_raw`. This module only reads that: which percentile a
+row has, what to print for an empty one (`n too small (n=…)`), and whether a percentile rests on
+censored requests: at or above the smallest censored age (`censored_min_ms`) it is a lower bound,
+printed "≥ 123 ms". Over repeats a percentile is known only when every repeat has it
+(analysis.judge.repeats), so the fewest samples of any repeat decide, as `n` reports them.
 """
 
 import math
@@ -26,15 +29,10 @@ def _n(n: object) -> int | None:
     return int(n)  # type: ignore[call-overload]
 
 
-def supported(q: float, n: object) -> bool:
-    """Whether n samples support percentile q; an unknown n (older runs) is not held against it."""
-    count = _n(n)
-    return True if count is None else contract.supported(q, count)
-
-
-def highest_supported(n: object, qs: tuple[int, ...] = LATENCY_PERCENTILES) -> int | None:
-    """The highest of `qs` that n samples support, or None when n is below every one."""
-    return next((q for q in qs if supported(q, n)), None)
+def _value(x: object) -> float | None:
+    if x is None or pd.isna(x):  # type: ignore[call-overload]
+        return None
+    return float(x)  # type: ignore[arg-type]
 
 
 def rule_text() -> str:
@@ -51,41 +49,51 @@ def rule_text() -> str:
 
 
 def too_small(n: object) -> str:
-    """`n too small (n=12)`."""
+    """`n too small (n=12)`: what an empty percentile prints."""
     count = _n(n)
     return f"n too small (n={count:,})" if count is not None else "n too small"
 
 
 def lower_bound(value: float, censored_min_ms: object) -> bool:
     """Whether a percentile rests on censored requests: at or above the smallest censored age."""
-    if censored_min_ms is None or pd.isna(censored_min_ms) or math.isnan(value):  # type: ignore[call-overload]
+    cmin = _value(censored_min_ms)
+    if cmin is None or math.isnan(value):
         return False
-    return value >= float(censored_min_ms)  # type: ignore[arg-type]
+    return value >= cmin
 
 
-def fmt_pct(value: float, q: float, n: object, censored_min_ms: object = None) -> str:
-    """One percentile as the report prints it: `123 ms`, `≥ 123 ms` or `n too small (n=…)`."""
-    if not supported(q, n):
-        return too_small(n)
-    if value is None or pd.isna(value):
+def fmt_pct(value: object, n: object = None, censored_min_ms: object = None) -> str:
+    """One percentile column as the report prints it: `123 ms`, `≥ 123 ms`; an empty one
+    `n too small (n=…)` when its count `n` is known (the sample rule emptied it), else `n/a`."""
+    number = _value(value)
+    if number is None:
+        return too_small(n) if _n(n) is not None else "n/a"
+    text = ms(number)
+    return f"{GE} {text}" if lower_bound(number, censored_min_ms) else text
+
+
+def fmt_max(value: object, censored_min_ms: object = None) -> str:
+    """The maximum (always written): `900 ms`, `≥ 900 ms` when it is a censored age."""
+    number = _value(value)
+    if number is None:
         return "n/a"
-    text = ms(float(value))
-    return f"{GE} {text}" if lower_bound(float(value), censored_min_ms) else text
+    text = ms(number)
+    return f"{GE} {text}" if lower_bound(number, censored_min_ms) else text
 
 
 @dataclass(frozen=True)
 class Tail:
-    """The tail figure a row supports: which percentile (or max), its value, n, lower bound."""
+    """The tail figure a row has: which percentile, its value, n, whether a lower bound."""
 
     column: str
-    name: str  # p99, p90, max
+    name: str  # p99, p90, ...
     value: float
     n: int | None
     bound: bool = False
 
     @property
     def label(self) -> str:
-        """`p99`, or `p90 (n=312)` when the rule forced a lower percentile."""
+        """`p99`, or `p90 (n=312)` when the rule left only a lower percentile."""
         if self.name == "p99" or self.n is None:
             return self.name
         return f"{self.name} (n={self.n:,})"
@@ -96,6 +104,13 @@ class Tail:
         return f"{self.label} {GE + ' ' if self.bound else ''}{value}"
 
 
+def highest(
+    row: pd.Series, prefix: str = "", qs: tuple[int, ...] = LATENCY_PERCENTILES
+) -> int | None:
+    """The highest of `qs` whose `<prefix>p<q>_ms` the row has (not empty), or None."""
+    return next((q for q in qs if _value(row.get(f"{prefix}p{q}_ms")) is not None), None)
+
+
 def tail(
     row: pd.Series,
     prefix: str = "",
@@ -103,28 +118,38 @@ def tail(
     qs: tuple[int, ...] = LATENCY_PERCENTILES,
     censored: bool = True,
 ) -> Tail | None:
-    """The highest percentile of `row` its n supports (None when none is, or no value)."""
-    n = row.get(n_column)
-    q = highest_supported(n, qs)
+    """The highest percentile the row has (None when it has none)."""
+    q = highest(row, prefix, qs)
     if q is None:
         return None
     column = f"{prefix}p{q}_ms"
-    value = row.get(column)
-    if value is None or pd.isna(value):
-        return None
-    bound = censored and lower_bound(float(value), row.get("censored_min_ms"))
-    return Tail(column, f"p{q}", float(value), _n(n), bound)
+    value = float(row[column])
+    bound = censored and lower_bound(value, row.get("censored_min_ms"))
+    return Tail(column, f"p{q}", value, _n(row.get(n_column)), bound)
+
+
+def tail_text(row: pd.Series) -> tuple[str, bool]:
+    """A row's tail as a table cell: `128 ms` (`≥ 128 ms` on censored requests) for a p99, else
+    the highest percentile it has, named (`p90 (n=150) 700 ms`), else `n too small (n=…)`; and
+    whether it is a lower bound."""
+    t = tail(row)
+    if t is None:
+        return too_small(row.get("n")), False
+    if t.name == "p99":
+        return (f"{GE} " if t.bound else "") + ms(t.value), t.bound
+    return t.text(), t.bound
 
 
 def common_tail(
     a: pd.Series, b: pd.Series, prefix: str = "", n_column: str = "n"
 ) -> tuple[int | None, int | None]:
-    """The highest latency percentile both rows support, and the smaller n."""
+    """The highest percentile both rows have, and the smaller n."""
     counts = [_n(r.get(n_column)) for r in (a, b)]
     known = [c for c in counts if c is not None]
     n = min(known) if known else None
     qs = LATENCY_PERCENTILES if not prefix else PROBE_PERCENTILES
-    q = highest_supported(n, qs)
-    if q is not None and any(pd.isna(r.get(f"{prefix}p{q}_ms")) for r in (a, b)):
-        return None, n
+    q = next(
+        (q for q in qs if all(_value(r.get(f"{prefix}p{q}_ms")) is not None for r in (a, b))),
+        None,
+    )
     return q, n

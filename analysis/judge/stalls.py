@@ -5,8 +5,9 @@ base cell of `def` with another client, e.g. httpx2) or `async def` as the refer
 deadlock (`stalled`: no completion for the matrix's `stall_s`), stall for a while (a gap of
 contract.GAP_NOTE_S or more without a completion, ended by completions or errors), or neither;
 its throughput, p99 and failed requests, and what its threads were doing (`threads`, a py-spy
-dump taken when nothing completed for a few seconds). Pure transforms: no I/O, no formatting
-beyond the cells' own text.
+dump taken when nothing completed for a few seconds). Numbers over repeats are the repeat
+statistic (analysis.judge.repeats). Pure transforms: no I/O, no formatting beyond the cells' own
+text.
 """
 
 import math
@@ -17,11 +18,13 @@ from typing import Any
 import pandas as pd
 
 import contract
-from analysis.fmt import ms, rate
-from analysis.judge.cells import DEFAULT_ARM, arms, column, postgres_arms
+from analysis.fmt import rate
+from analysis.judge.cells import arms, column, postgres_arms
 from analysis.judge.observer import observer_arms
-from analysis.judge.samples import GE, tail, too_small
+from analysis.judge.repeats import Repeats
+from analysis.judge.samples import tail_text
 from analysis.judge.transform import at_reference_tokens, require_columns, sample_counts, scenarios
+from analysis.vocabulary import ASYNC_REFERENCES, BASELINE, DEFAULT_ARM, STREAM_FIX_ARM
 
 # The scenarios `make bench-stalls` runs, in the order the report shows them.
 STALL_SCENARIOS: tuple[str, ...] = ("items_read", "items_write", "chat_stream")
@@ -109,11 +112,10 @@ DEFAULT_LABELS: dict[str, str] = {
     "items_write": "default (`yield` session dependency)",
     "chat_stream": "default (httpx)",
 }
-REFERENCE_LABELS: dict[str, str] = {
-    "async": "async def (reference)",
-    "async (aiohttp)": "async def + aiohttp (reference)",
-}
-DEFAULT_STYLE = "sync"
+# The `async def` references, as the section's rows and chart name them (no code marks: a chart).
+REFERENCE_LABELS: dict[str, str] = dict(
+    zip(ASYNC_REFERENCES, ("async def (reference)", "async def + aiohttp (reference)"), strict=True)
+)
 
 COLUMNS: tuple[str, ...] = (
     "scenario",
@@ -158,10 +160,10 @@ def row_id(scenario: str, style: str, arm: str) -> RowId:
     if arm != DEFAULT_ARM:
         fix = FIXES.get(arm)
         name = fix.label if fix else f"arm `{arm}`"
-        if style != DEFAULT_STYLE:
+        if style != BASELINE:
             name += f" ({style})"
         return RowId(scenario, arm, style, FIX, name)
-    if style == DEFAULT_STYLE:
+    if style == BASELINE:
         return RowId(scenario, arm, style, DEFAULT, DEFAULT_LABELS.get(scenario, "default"))
     if style in CLIENT_FIXES:
         return RowId(scenario, arm, style, FIX, CLIENT_FIXES[style].label)
@@ -172,7 +174,6 @@ def row_id(scenario: str, style: str, arm: str) -> RowId:
 
 # Arms another section compares on (clients.toml's `stream_fix`: `def` streaming as fixed, run
 # with each HTTP client for analysis.judge.clients): not a fix measured against the default here.
-STREAM_FIX_ARM = "stream_fix"
 COMPARISON_ARMS: frozenset[str] = frozenset({STREAM_FIX_ARM})
 
 
@@ -211,26 +212,6 @@ def _outcome(gap: float, stalled: int, failed: int, repeats: int) -> tuple[str, 
     return NO, NO
 
 
-def rps_text(rps: float, lo: float, hi: float, repeats: int) -> str:
-    """`1,234/s`, with the min-max over repeats when there were several."""
-    if math.isnan(rps):
-        return "n/a"
-    if repeats > 1 and not (math.isnan(lo) or math.isnan(hi)):
-        return f"{rate(rps)} ({rate(lo)}–{rate(hi)})"
-    return rate(rps)
-
-
-def p99_text(row: Mapping[str, Any]) -> tuple[str, bool]:
-    """The cell's p99 (`≥` when it rests on censored requests), or the highest percentile its
-    n supports, named; and whether it is a lower bound."""
-    t = tail(pd.Series(dict(row)))
-    if t is None:
-        return too_small(row.get("n")), False
-    if t.name == "p99":
-        return (f"{GE} " if t.bound else "") + ms(t.value), t.bound
-    return t.text(), t.bound
-
-
 def _first_text(values: Iterable[object]) -> str:
     for v in values:
         if v is not None and not pd.isna(v) and str(v).strip():  # type: ignore[call-overload]
@@ -243,7 +224,8 @@ def _num(rows: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _cell(rows: pd.DataFrame) -> dict[str, Any]:
-    """One scenario x row x users: every repeat, stalled ones included."""
+    """One scenario x row x users: every repeat, stalled ones included (the repeat statistic of
+    analysis.judge.repeats over the repeats that ran)."""
     repeats = len(rows)
     ran = rows[column(rows, "status", "ok") == "ok"]
     failed = repeats - len(ran)
@@ -251,18 +233,15 @@ def _cell(rows: pd.DataFrame) -> dict[str, Any]:
     stalled = int(stalled_flags.sum())
     gap = float(_num(ran, "gap_max_s").max()) if len(ran) else math.nan
     kind, text = _outcome(gap, stalled, failed, repeats)
-    rps = _num(ran, "rps")
-    lo, mid, hi = (
-        (float(rps.min()), float(rps.median()), float(rps.max())) if len(ran) else ((math.nan,) * 3)
-    )
+    rps = Repeats.over(ran, "rps")
     errors = _num(ran, "errors").fillna(0) + _num(ran, "timeouts").fillna(0)
     tail_row: dict[str, Any] = {
-        f"p{q}_ms": float(_num(ran, f"p{q}_ms").median()) for q in (50, 90, 95, 99)
+        f"p{q}_ms": Repeats.over(ran, f"p{q}_ms").median for q in (50, 90, 95, 99)
     }
     counts = sample_counts(ran)
     tail_row["n"] = float(counts.min()) if counts.notna().any() else math.nan
     tail_row["censored_min_ms"] = float(_num(ran, "censored_min_ms").min())
-    p99, bound = p99_text(tail_row) if len(ran) else ("n/a", False)
+    p99, bound = tail_text(pd.Series(tail_row)) if len(ran) else ("n/a", False)
     # The diagnosis of a stalled repeat first: that is the dump worth reading.
     order = pd.concat([ran[stalled_flags], ran[~stalled_flags]]) if len(ran) else ran
     return {
@@ -272,15 +251,15 @@ def _cell(rows: pd.DataFrame) -> dict[str, Any]:
         "gap_max_s": gap,
         "outcome": text,
         "outcome_kind": kind,
-        "rps": mid,
-        "rps_lo": lo,
-        "rps_hi": hi,
-        "rps_text": rps_text(mid, lo, hi, len(ran)),
+        "rps": rps.median,
+        "rps_lo": rps.lo,
+        "rps_hi": rps.hi,
+        "rps_text": rps.text(),
         "p99_ms": tail_row["p99_ms"],
         "p99_bound": bound,
         "p99_text": p99,
-        "errors": float(errors.median()) if len(ran) else math.nan,
-        "error_p50_ms": float(_num(ran, "error_p50_ms").median()) if len(ran) else math.nan,
+        "errors": Repeats.of(errors).median if len(ran) else math.nan,
+        "error_p50_ms": Repeats.over(ran, "error_p50_ms").median,
         "threads": _first_text(column(order, "threads", "")),
         "stall_evidence": _first_text(column(order, "stall_evidence", "")),
     }

@@ -1,18 +1,27 @@
 """The threadpool sweep: `sync` at several token counts, and how much of its gap that closes."""
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.fmt import ms, rate
-from analysis.judge.cells import DEFAULT_ARM, FAILED, STALLED, arms, outcomes
-from analysis.judge.transform import DEFAULT_TOKENS, reference_tokens, require_columns, usable
+from analysis.fmt import rate
+from analysis.judge.cells import FAILED, STALLED, arms, outcomes
+from analysis.judge.repeats import over_repeats
+from analysis.judge.samples import LATENCY_PERCENTILES, tail, too_small
+from analysis.judge.transform import (
+    DEFAULT_TOKENS,
+    reference_tokens,
+    require_columns,
+    sample_counts,
+    usable,
+)
+from analysis.vocabulary import ASYNC_REFERENCES, DEFAULT_ARM, THREADED
 
-SWEPT = "sync"  # only `def` endpoints run in anyio's threadpool
+# Only `def` endpoints run in anyio's threadpool: the style the sweep varies.
+SWEPT = THREADED
 # `async def` with each client it was run with; the fastest one is the fair bar for `def`.
-REFERENCES = ("async", "async (aiohttp)")
-SWEEP_METRICS: tuple[str, ...] = ("rps", "p99_ms")
+REFERENCES = ASYNC_REFERENCES
+SWEEP_METRICS: tuple[str, ...] = ("rps", *(f"p{q}_ms" for q in LATENCY_PERCENTILES))
 SWEEP_GROUP: tuple[str, ...] = ("scenario", "style", "users", "threadpool_tokens")
 
 
@@ -27,20 +36,25 @@ def sweep_scenarios(summary: pd.DataFrame) -> list[str]:
 
 
 def aggregate_sweep(summary: pd.DataFrame) -> pd.DataFrame:
-    """Median and min-max of throughput and p99 per scenario x style x users x tokens."""
-    require_columns(summary, [*SWEEP_GROUP, *SWEEP_METRICS], "summary")
+    """The repeat statistic (analysis.judge.repeats) of throughput and the latency percentiles
+    per scenario x style x users x tokens, with `n` (the fewest latency samples of any repeat)
+    and `censored_min_ms`, so each row's tail reads as the verdicts' tables read theirs."""
+    require_columns(summary, [*SWEEP_GROUP, "rps", "p99_ms"], "summary")
     rows = usable(summary)
     rows = rows[rows["scenario"].isin(sweep_scenarios(summary)) & rows["threadpool_tokens"].notna()]
-    named = {
-        f"{m}{suffix}": (m, how)
-        for m in SWEEP_METRICS
-        for suffix, how in (("", "median"), ("_lo", "min"), ("_hi", "max"))
-    }
-    if rows.empty:
-        return pd.DataFrame(columns=[*SWEEP_GROUP, *named])
-    rows = rows.astype({"threadpool_tokens": int})
-    out = rows.groupby(list(SWEEP_GROUP), sort=True).agg(**named).reset_index()
-    return out.sort_values(list(SWEEP_GROUP), kind="stable").reset_index(drop=True)
+    rows = rows.astype({"threadpool_tokens": int}).assign(_n=sample_counts(rows))
+    extra = {"n": ("_n", "min")}
+    if "censored_min_ms" in rows:
+        extra["censored_min_ms"] = ("censored_min_ms", "min")
+    return over_repeats(rows, SWEEP_GROUP, SWEEP_METRICS, extra)
+
+
+def tail_of(row: pd.Series | None) -> str:
+    """A sweep row's tail: `p99 128 ms`, or the highest percentile its repeats have, named."""
+    if row is None:
+        return "n/a"
+    t = tail(row)
+    return t.text() if t else too_small(row.get("n"))
 
 
 def sweep_outcomes(summary: pd.DataFrame) -> pd.DataFrame:
@@ -90,13 +104,14 @@ class Gap:
     users: int
     default_tokens: int
     default_rps: float
-    default_p99: float
+    # The tails as the tables print them (`p99 128 ms`, `p95 (n=940) 270 ms`: samples.tail).
+    default_tail: str
     best_tokens: int
     best_rps: float
-    best_p99: float
+    best_tail: str
     async_rps: float | None
-    async_p99: float | None
-    async_style: str = "async"
+    async_tail: str | None
+    async_style: str = ASYNC_REFERENCES[0]
 
     @property
     def closed(self) -> float | None:
@@ -135,13 +150,13 @@ def gaps(sweep: pd.DataFrame, scenario: str, ran: pd.DataFrame | None = None) ->
                 users=int(users),
                 default_tokens=int(default or DEFAULT_TOKENS),
                 default_rps=float(part.loc[default, "rps"]),
-                default_p99=float(part.loc[default, "p99_ms"]),
+                default_tail=tail_of(part.loc[default]),
                 best_tokens=best,
                 best_rps=float(part.loc[best, "rps"]),
-                best_p99=float(part.loc[best, "p99_ms"]),
+                best_tail=tail_of(part.loc[best]),
                 async_rps=None if ref is None else float(ref["rps"]),
-                async_p99=None if ref is None else float(ref["p99_ms"]),
-                async_style="async" if ref is None else str(ref["style"]),
+                async_tail=None if ref is None else tail_of(ref),
+                async_style=ASYNC_REFERENCES[0] if ref is None else str(ref["style"]),
             )
         )
     return out
@@ -151,7 +166,7 @@ def gap_text(gap: Gap) -> str:
     """One sentence: what raising the tokens did for `def`, against `async def`."""
     head = (
         f"at {gap.users} users, `def` with {gap.default_tokens} tokens: {rate(gap.default_rps)} "
-        f"(p99 {ms(gap.default_p99)})"
+        f"({gap.default_tail})"
     )
     if gap.best_tokens == gap.default_tokens:
         best = "; no other token count did better"
@@ -162,14 +177,13 @@ def gap_text(gap: Gap) -> str:
             else "where the default completed nothing"
         )
         best = (
-            f"; best at {gap.best_tokens} tokens: {rate(gap.best_rps)} (p99 {ms(gap.best_p99)}, "
-            f"{times})"
+            f"; best at {gap.best_tokens} tokens: {rate(gap.best_rps)} ({gap.best_tail}, {times})"
         )
     if gap.async_rps is None:
         return f"{head}{best}; no `async def` cell at this load to compare with."
     ref = (
         f"; fastest `async def` (`{gap.async_style}`): {rate(gap.async_rps)} "
-        f"(p99 {ms(gap.async_p99 or math.nan)})"
+        f"({gap.async_tail or 'n/a'})"
     )
     closed = gap.closed
     if closed is None:
@@ -203,18 +217,19 @@ def _sweep_cell(agg: pd.Series | None, out: pd.Series | None, best: bool) -> str
         if failed:
             return f"failed ({failed} of {repeats} repeats)"
         return "-" if out is None else "not usable (invalid or not steady)"
-    text = f"{rate(float(agg['rps']))}; p99 {ms(float(agg['p99_ms']))}"
+    text = f"{rate(float(agg['rps']))}; {tail_of(agg)}"
     text = f"**{text}**" if best else text
     if stalled:
         text += f"; stalled in {stalled} of {repeats} repeats"
     return text
 
 
-def sweep_table(summary: pd.DataFrame, scenario: str) -> SweepTable:
+def sweep_table(sweep: pd.DataFrame, outs: pd.DataFrame, scenario: str) -> SweepTable:
     """Rows per users: `def` at each token count (the best in bold; stalled repeats named),
-    the fastest `async def` at the same users, and the share of the gap more tokens closed."""
-    sweep = aggregate_sweep(summary)
-    outs = sweep_outcomes(summary)
+    the fastest `async def` at the same users, and the share of the gap more tokens closed.
+
+    `sweep`: aggregate_sweep of the run; `outs`: sweep_outcomes of it (every repeat counted).
+    """
     mine = sweep[(sweep["scenario"] == scenario) & (sweep["style"] == SWEPT)]
     done = outs[(outs["scenario"] == scenario) & (outs["style"] == SWEPT)]
     tokens = tuple(sorted({int(t) for t in done["threadpool_tokens"]}))
@@ -234,9 +249,7 @@ def sweep_table(summary: pd.DataFrame, scenario: str) -> SweepTable:
         ]
         ref = reference_row(sweep, scenario, users)
         ref_text = (
-            "-"
-            if ref is None
-            else f"`{ref['style']}`: {rate(float(ref['rps']))}; p99 {ms(float(ref['p99_ms']))}"
+            "-" if ref is None else f"`{ref['style']}`: {rate(float(ref['rps']))}; {tail_of(ref)}"
         )
         share = closed.get(users)
         rows.append(

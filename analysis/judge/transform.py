@@ -8,7 +8,6 @@ import pandas as pd
 
 import contract
 from analysis.judge.cells import (
-    DEFAULT_ARM,
     INVALID,
     OK,
     STALLED,
@@ -18,8 +17,10 @@ from analysis.judge.cells import (
     load_side_only,
     outcomes,
 )
+from analysis.judge.repeats import Ratio, Repeats, over_repeats
+from analysis.vocabulary import DEFAULT_ARM
 
-# Metrics aggregated over repeats; each becomes `<m>` (median), `<m>_lo` and `<m>_hi` (min, max).
+# Metrics aggregated over repeats (analysis.judge.repeats): `<m>` (median), `<m>_lo`, `<m>_hi`.
 METRICS: tuple[str, ...] = (
     "rps",
     "p50_ms",
@@ -147,50 +148,51 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def sample_counts(rows: pd.DataFrame) -> pd.Series:
-    """Latency samples per row: ok + censored requests (the percentiles' n), NaN if unknown."""
+    """Latency samples per row, what its percentiles stand on: `latency_n` (ok + censored
+    requests of the window), or ok + censored where a frame lacks it; NaN if unknown."""
     ok = pd.to_numeric(column(rows, "ok", math.nan), errors="coerce").astype(float)
     censored = pd.to_numeric(column(rows, "censored", 0), errors="coerce").astype(float)
-    return ok + censored.fillna(0)
+    counted = pd.to_numeric(column(rows, "latency_n", math.nan), errors="coerce").astype(float)
+    return counted.fillna(ok + censored.fillna(0))
+
+
+# The sample counts of contract.PERCENTILE_RULE, as an aggregated row names its fewest over the
+# repeats: `n` for latency, `probe_n` for the probe, `<x>_n` for the others.
+COUNT_NAMES: dict[str, str] = {"latency_n": "n", "probe_requests": "probe_n"}
 
 
 def aggregate_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Median and min-max over repeats of the given rows, per scenario x style x users.
+    """The repeat statistic (analysis.judge.repeats) of the given rows per scenario x style x
+    users: `<m>`, `<m>_lo`, `<m>_hi` per metric and `repeats`.
 
-    Besides `<m>`, `<m>_lo`, `<m>_hi` per metric: `repeats`; `n`, the fewest latency samples of
-    any repeat (the sample-count rule uses it); `probe_n` likewise for the probe;
-    `censored_min_ms`, the smallest censored age of any repeat; `censored`, their total;
-    `load_side_invalid`, repeats counted although the load side saturated.
+    Besides: `n`, the fewest latency samples of any repeat (`probe_n`, `ttft_n`, ... likewise
+    for the other percentiles' counts); `censored_min_ms`, the smallest censored age of any
+    repeat; `censored`, their total; `load_side_invalid`, repeats counted although the load side
+    saturated.
     """
     require_columns(rows, [*GROUP, "rps", "p50_ms", "p99_ms"], "summary")
     rows = at_reference_tokens(rows).copy()
     rows["_n"] = sample_counts(rows)
     rows["_load_side"] = ~column(rows, "valid", True).astype(bool)
-    metrics = [m for m in METRICS if m in rows.columns]
-    named: dict[str, tuple[str, str]] = {}
-    for m in metrics:
-        named[m] = (m, "median")
-        named[f"{m}_lo"] = (m, "min")
-        named[f"{m}_hi"] = (m, "max")
-    named["repeats"] = ("rps", "size")
-    named["n"] = ("_n", "min")
-    named["load_side_invalid"] = ("_load_side", "sum")
+    extra: dict[str, tuple[str, str]] = {
+        "n": ("_n", "min"),
+        "load_side_invalid": ("_load_side", "sum"),
+    }
+    counts = {count for _, count in contract.PERCENTILE_RULE.values()} - {"latency_n"}
     for col, how, name in (
-        ("probe_requests", "min", "probe_n"),
+        *((c, "min", COUNT_NAMES.get(c, c)) for c in sorted(counts)),
         ("censored_min_ms", "min", "censored_min_ms"),
         ("censored", "sum", "censored"),
     ):
         if col in rows.columns:
             rows[col] = pd.to_numeric(rows[col], errors="coerce").astype(float)
-            named[name] = (col, how)
+            extra[name] = (col, how)
     for col in CELL_SETTINGS:
         if col in rows.columns:
-            named[col] = (col, "first")
+            extra[col] = (col, "first")
     if "loadgen_cpu_pct" in rows.columns:
-        named["loadgen_cpu_pct"] = ("loadgen_cpu_pct", "max")
-    if rows.empty:
-        return pd.DataFrame(columns=[*GROUP, *named])
-    out = rows.groupby(list(GROUP), sort=True).agg(**named).reset_index()
-    return out.sort_values(list(GROUP), kind="stable").reset_index(drop=True)
+        extra["loadgen_cpu_pct"] = ("loadgen_cpu_pct", "max")
+    return over_repeats(rows, GROUP, METRICS, extra)
 
 
 def relative_spread(agg: pd.DataFrame, metric: str = "rps") -> pd.Series:
@@ -219,22 +221,10 @@ def at_users(agg: pd.DataFrame, scenario: str, users: int) -> pd.DataFrame:
     return rows.set_index("style")
 
 
-def ratio_with_spread(num: pd.Series, den: pd.Series, metric: str) -> tuple[float, float, float]:
-    """num/den of a metric's medians, with the widest ratio range the min-max spreads allow."""
-    mid = safe_ratio(num[metric], den[metric])
-    lo = safe_ratio(num[f"{metric}_lo"], den[f"{metric}_hi"])
-    hi = safe_ratio(num[f"{metric}_hi"], den[f"{metric}_lo"])
-    return mid, lo, hi
-
-
-def safe_ratio(num: object, den: object) -> float:
-    """num/den as a float: inf when only den is 0 (a style that did nothing), NaN if unknown."""
-    a, b = float(num), float(den)  # type: ignore[arg-type]
-    if math.isnan(a) or math.isnan(b) or (a == 0 and b == 0):
-        return math.nan
-    if b == 0:
-        return math.inf
-    return a / b
+def ratio_with_spread(num: pd.Series, den: pd.Series, metric: str) -> Ratio:
+    """num/den of a metric's repeat statistic (analysis.judge.repeats.Repeats.ratio): the
+    medians' ratio, with the widest range the min-max intervals allow."""
+    return Repeats.from_row(num, metric).ratio(Repeats.from_row(den, metric))
 
 
 def scenarios(summary: pd.DataFrame) -> list[str]:

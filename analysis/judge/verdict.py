@@ -19,6 +19,7 @@ from analysis.judge.cells import (
     metric_name,
 )
 from analysis.judge.noise import Noise, scenario_noise
+from analysis.judge.repeats import Ratio, safe_ratio
 from analysis.judge.rules import RuleCheck, Scene, rules_for
 from analysis.judge.samples import common_tail, lower_bound, too_small
 from analysis.judge.transform import (
@@ -30,13 +31,11 @@ from analysis.judge.transform import (
     counted,
     ratio_with_spread,
     require_columns,
-    safe_ratio,
     scenarios,
     stalls,
 )
-from analysis.plot.styles import label, ordered
+from analysis.vocabulary import label, ordered
 
-Ratio = tuple[float, float, float]
 MIN_REPEATS = 2
 ONE_REPEAT = "one repeat: no interval"
 
@@ -127,9 +126,9 @@ def compute_verdict(
     ranked = [str(s) for s in rows.sort_values(metric, ascending=not higher, kind="stable").index]
     # A style with one repeat has no interval: it is set aside and named, never "tied".
     single = [s for s in ranked if not enough_repeats(rows, s)]
-    judged = [s for s in ranked if s not in single]
-    one_repeat = len(judged) < 2
-    pool = ranked if one_repeat else judged
+    with_interval = [s for s in ranked if s not in single]
+    one_repeat = len(with_interval) < 2
+    pool = ranked if one_repeat else with_interval
     leader = pool[0]
     repeats = int(rows["repeats"].min())
 
@@ -198,8 +197,9 @@ def compute_verdict(
 
 
 @dataclass(frozen=True)
-class Judgement:
-    """A run judged: the aggregates, what each scenario is judged by, noise, stalls, verdicts."""
+class Verdicts:
+    """Every scenario's verdict, and what they were decided from: the aggregates, the metric
+    each scenario is judged by, its noise and the stalls."""
 
     # Usable default-arm cells, aggregated over repeats: the charts' and tables' numbers.
     agg: pd.DataFrame
@@ -227,8 +227,9 @@ def verdict_metrics(summary: pd.DataFrame, names: Sequence[str]) -> tuple[dict, 
     return metrics, notes
 
 
-def judge(summary: pd.DataFrame, noise: float | None = None) -> Judgement:
-    """Aggregate a run's summary and decide every scenario's verdict (`noise` overrides)."""
+def decide_verdicts(summary: pd.DataFrame, noise: float | None = None) -> Verdicts:
+    """Aggregate a run's closed-loop summary and decide every scenario's verdict (`noise`, one
+    threshold for every scenario, overrides the noise each measures from its repeats)."""
     names = scenarios(summary)
     metrics, notes = verdict_metrics(summary, names)
     agg = aggregate(summary)
@@ -236,7 +237,7 @@ def judge(summary: pd.DataFrame, noise: float | None = None) -> Judgement:
     noises = {s: scenario_noise(counted_agg, s, metrics[s], noise) for s in names}
     stalled = stalls(summary)
     verdicts = [compute_verdict(counted_agg, s, noises[s], stalled, metrics[s]) for s in names]
-    return Judgement(agg, counted_agg, metrics, notes, noises, stalled, verdicts)
+    return Verdicts(agg, counted_agg, metrics, notes, noises, stalled, verdicts)
 
 
 def styles_at(agg: pd.DataFrame, verdict: Verdict) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.plot.styles import ordered
+from analysis.vocabulary import BLOCKING, ordered
 
 # The lag monitor wakes every 10 ms; an idle or merely busy loop stays within a few ms of that
 # (GC pauses and scheduling on a loaded 2-core box: tens of ms at most). 100 ms late means some
@@ -90,9 +90,9 @@ def explained_styles(at: pd.DataFrame, winners: Iterable[str]) -> list[str]:
     """The styles a why is given for: every non-winner (all, with no clear winner), `blocking`."""
     won = set(winners)
     styles = [s for s in ordered(at.index) if s not in won]
-    if "blocking" in at.index and "blocking" not in styles:
+    if BLOCKING in at.index and BLOCKING not in styles:
         # Tied with the winner (e.g. /hello, no I/O) it still deserves a look at its loop.
-        styles.append("blocking")
+        styles.append(BLOCKING)
     return styles
 
 

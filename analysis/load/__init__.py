@@ -1,5 +1,7 @@
-"""Reading a run folder: the column specifications (schema), typed loading (run) and what an
-older run lacks, derived from what it has (derive)."""
+"""Reading a run folder: the column specifications (schema), typed loading (run: summary.csv,
+capacity.csv, manifest.json, and cell.json through the contract's `CellResult`), what an older
+run lacks, derived from what it has (derive), and what it planned but lacks (completeness).
+Imports nothing from judge, plot, report or sections."""
 
 from analysis.load.run import (
     CAPACITY_FILE,
@@ -10,7 +12,9 @@ from analysis.load.run import (
     SUMMARY_FILE,
     Run,
     RunFormatError,
+    add_style,
     load_capacity,
+    load_cell,
     load_manifest,
     load_metrics,
     load_requests,
@@ -30,7 +34,9 @@ __all__ = [
     "SUMMARY_FILE",
     "Run",
     "RunFormatError",
+    "add_style",
     "load_capacity",
+    "load_cell",
     "load_manifest",
     "load_metrics",
     "load_requests",

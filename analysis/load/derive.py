@@ -1,9 +1,15 @@
 """What an older run's summary lacks, derived from what it has; each derivation is named."""
 
+import math
+
 import numpy as np
 import pandas as pd
 
 import contract
+
+# The columns a summary written under the sample rule has (contract.PERCENTILE_RULE): the exact
+# value of every percentile. A summary with none of them predates the rule.
+RULED: frozenset[str] = frozenset(contract.raw_column(c) for c in contract.PERCENTILE_RULE)
 
 
 def derive(frame: pd.DataFrame, missing: tuple[str, ...]) -> tuple[pd.DataFrame, tuple[str, ...]]:
@@ -35,6 +41,19 @@ def derive(frame: pd.DataFrame, missing: tuple[str, ...]) -> tuple[pd.DataFrame,
             "`stalled` = no request finished in the window and none failed (the run predates "
             "stall detection)"
         )
+    if RULED <= absent:
+        # A summary written before the sample rule: the contract's rule, applied as the
+        # orchestrator applies it now (contract.apply_sample_rule), not a rule of the analysis.
+        out = _apply_sample_rule(out, ok)
+        notes.append(
+            "the sample rule applied to the percentiles (`contract.apply_sample_rule`: the run "
+            "predates it): one its count does not support is left empty, its value kept in "
+            "`<column>_raw`; `latency_n` = `ok` + `censored`"
+        )
+    elif "latency_n" in absent and "ok" not in absent:
+        censored = out["censored"].astype("Float64").fillna(0) if "censored" in out else 0
+        out["latency_n"] = (out["ok"].astype("Float64") + censored).astype("Int64")
+        notes.append("`latency_n` = `ok` + `censored` (the latency samples)")
     if "steady" in absent and "little_ratio" not in absent:
         # A run that wrote the ratio but not the flag: the contract's tolerance decides.
         within = (out["little_ratio"] - 1).abs() <= contract.LITTLE_TOLERANCE
@@ -46,6 +65,21 @@ def derive(frame: pd.DataFrame, missing: tuple[str, ...]) -> tuple[pd.DataFrame,
     if {"steady", "little_ratio"} <= absent:
         notes.append("steadiness (Little's law) not checked: `steady` and `little_ratio` absent")
     return out, tuple(notes)
+
+
+def _apply_sample_rule(frame: pd.DataFrame, ok: pd.Series) -> pd.DataFrame:
+    columns = ["ok", "censored", *RULED, *contract.PERCENTILE_RULE]
+    columns += sorted({count for _, count in contract.PERCENTILE_RULE.values()})
+    columns = [c for c in dict.fromkeys(columns) if c in frame]
+    out = frame.copy()
+    for i in out.index[ok.to_numpy(dtype=bool)]:
+        row = {c: None if pd.isna(out.at[i, c]) else out.at[i, c] for c in columns}
+        for column, value in contract.apply_sample_rule(row).items():
+            if column in out:
+                out.at[i, column] = math.nan if value is None else value
+    if "latency_n" in out:
+        out["latency_n"] = pd.to_numeric(out["latency_n"], errors="coerce").astype("Int64")
+    return out
 
 
 def _evidence(row: pd.Series) -> str:

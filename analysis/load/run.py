@@ -25,8 +25,9 @@ from analysis.load.schema import (
     SWEEP_KEY,
     Column,
 )
-from analysis.plot.styles import add_style
-from contract import CALIBRATION_KEYS, CAPACITY_BOUNDS
+from analysis.vocabulary import style_of
+from contract import CALIBRATION_KEYS, CAPACITY_BOUNDS, MANIFEST_SCHEMA_VERSION
+from contract.cell import CellResult
 from contract.slo import parse_slo
 
 SUMMARY_FILE = "summary.csv"
@@ -100,6 +101,14 @@ def load_run(path: Path | str) -> Run:
     )
 
 
+def add_style(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` with a `style` column from `variant` and `client`
+    (analysis.vocabulary.style_of)."""
+    out = frame.copy()
+    out["style"] = [style_of(v, c) for v, c in zip(out["variant"], out["client"], strict=True)]
+    return out
+
+
 def split_rates(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(closed-loop rows, rate rows): a row with `offered_rps` set is a rate (open-loop) cell."""
     rate = summary[OFFERED].notna()
@@ -164,7 +173,31 @@ def _column(columns: Sequence[Column], name: str) -> Column:
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
-    """The manifest as a dict; extra keys are kept, the few sections read must be objects."""
+    """manifest.json as a dict; RunFormatError if it is not a JSON object, the sections read must
+    be objects, or its `schema_version` is one this analysis does not read (a file without one is
+    version 1; contract.MANIFEST_SCHEMA_VERSION is the newest)."""
+    data = _json_object(path)
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunFormatError(path, f"`schema_version` must be a positive integer, got {version!r}")
+    if version > MANIFEST_SCHEMA_VERSION:
+        raise RunFormatError(
+            path,
+            f"schema_version {version} is newer than this analysis reads (1 to "
+            f"{MANIFEST_SCHEMA_VERSION}): written by a newer lab; update the analysis to read it",
+        )
+    for key in ("versions", "machine", "settings"):
+        if key in data and not isinstance(data[key], dict):
+            raise RunFormatError(path, f"`{key}` must be an object, got {type(data[key]).__name__}")
+    if "calibration" in data:
+        _check_calibration(path, data["calibration"])
+    cells = data.get("cells", [])
+    if not isinstance(cells, list) or not all(isinstance(c, str) for c in cells):
+        raise RunFormatError(path, "`cells` must be a list of cell ids (strings)")
+    return data
+
+
+def _json_object(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -179,15 +212,21 @@ def load_manifest(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise RunFormatError(path, f"expected a JSON object, got {type(data).__name__}")
-    for key in ("versions", "machine", "settings"):
-        if key in data and not isinstance(data[key], dict):
-            raise RunFormatError(path, f"`{key}` must be an object, got {type(data[key]).__name__}")
-    if "calibration" in data:
-        _check_calibration(path, data["calibration"])
-    cells = data.get("cells", [])
-    if not isinstance(cells, list) or not all(isinstance(c, str) for c in cells):
-        raise RunFormatError(path, "`cells` must be a list of cell ids (strings)")
     return data
+
+
+def load_cell(path: Path) -> CellResult:
+    """One cell.json as the contract's typed record (contract.cell.CellResult, every schema
+    version it reads); RunFormatError naming the file and the field on any problem."""
+    if not path.is_file():
+        raise RunFormatError(path, "file is missing")
+    try:
+        return CellResult.load(path)
+    except ValueError as exc:
+        problem = str(exc)
+        for prefix in (f"{path}: ", f"{path}:"):
+            problem = problem.removeprefix(prefix)
+        raise RunFormatError(path, problem) from None
 
 
 def _check_calibration(path: Path, calibration: object) -> None:
@@ -263,10 +302,9 @@ def load_window(path: Path) -> tuple[float, float] | None:
     """A cell.json's measured window (start, end) in epoch seconds; None if not recorded."""
     if not path.exists():
         return None
-    data = load_manifest(path)  # the same JSON-object checks
-    start, end = data.get("window_start"), data.get("window_end")
-    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (start, end))
-    return (float(start), float(end)) if numbers and end > start else None  # type: ignore[operator]
+    cell = load_cell(path)
+    start, end = cell.window_start, cell.window_end
+    return (start, end) if start is not None and end is not None and end > start else None
 
 
 def metric_series(metrics: pd.DataFrame, metric: str, labels: str = "") -> pd.Series:

@@ -12,7 +12,8 @@ from matplotlib.ticker import FuncFormatter
 from analysis.judge.capacity import StyleCapacity, capacity_text
 from analysis.judge.transform import require_columns
 from analysis.plot.plots import plain_log
-from analysis.plot.styles import colour, label, ordered
+from analysis.plot.styles import colour
+from analysis.vocabulary import label, ordered
 from contract.slo import Slo
 
 RATE_LABEL = "offered rate (requests/s, open loop, log scale)"
@@ -49,6 +50,29 @@ def _marks(ax: Axes, part: pd.DataFrame, column: str, c: str) -> None:
     ax.plot(stalled["offered_rps"], stalled[column], "X", color=c, markersize=10, linestyle="none")
 
 
+def _few_samples(ax: Axes, part: pd.DataFrame, c: str) -> bool:
+    """Where the sample rule left a point's p99 empty, its raw value (`p99_ms_raw`, labelled as
+    such): a thin dotted line into the p99 curve, hollow squares. Whether any was drawn."""
+    if "p99_ms_raw" not in part:
+        return False
+    few = part["p99_ms"].isna() & (part["p99_ms_raw"] > 0)
+    if not few.any():
+        return False
+    either = part["p99_ms"].where(~few, part["p99_ms_raw"])
+    line = part[either > 0]
+    ax.plot(line["offered_rps"], either[line.index], color=c, linestyle=":", lw=1)
+    ax.plot(
+        part.loc[few, "offered_rps"],
+        part.loc[few, "p99_ms_raw"],
+        "s",
+        markerfacecolor="white",
+        markeredgecolor=c,
+        markersize=4,
+        linestyle="none",
+    )
+    return True
+
+
 def hockey(
     ax: Axes,
     points: pd.DataFrame,
@@ -58,11 +82,13 @@ def hockey(
 ) -> Axes:
     """p99 (solid) and p50 (dashed) against offered rate per style in its colour, the SLO as a
     labelled horizontal line and each style's capacity as a dotted vertical line with a diamond
-    (a right-pointing triangle when it is only a lower bound)."""
+    (a right-pointing triangle when it is only a lower bound). A rate whose repeats had too few
+    samples for a p99 (the sample rule) shows its raw p99, thin, dotted and hollow."""
     require_columns(
         points, ["style", "arm", "offered_rps", "p50_ms", "p99_ms", "stalled", "invalid"], "points"
     )
     handles: list[Line2D] = []
+    few_samples = False
     pairs = points[["style", "arm"]].drop_duplicates()
     for style in ordered(pairs["style"]):
         for arm in sorted(pairs.loc[pairs["style"] == style, "arm"]):
@@ -74,6 +100,7 @@ def hockey(
                 shown = part[part[column] > 0]
                 ax.plot(shown["offered_rps"], shown[column], color=c, linestyle=line, lw=2)
                 _marks(ax, part, column, c)
+            few_samples |= _few_samples(ax, part, c)
             handles.append(Line2D([], [], color=c, lw=2, label=series_label(style, arm)))
     if slo is not None:
         ax.axhline(slo.latency_ms, color=SLO_COLOUR, linestyle=":", lw=1.5)
@@ -109,6 +136,23 @@ def hockey(
     handles += [
         Line2D([], [], color="0.3", lw=2, label="p99"),
         Line2D([], [], color="0.3", lw=2, linestyle=(0, (4, 2)), label="p50"),
+        *(
+            [
+                Line2D(
+                    [],
+                    [],
+                    color="0.3",
+                    lw=1,
+                    linestyle=":",
+                    marker="s",
+                    markerfacecolor="white",
+                    markersize=4,
+                    label="p99 of too few samples (raw)",
+                )
+            ]
+            if few_samples
+            else []
+        ),
         Line2D([], [], color="0.3", marker="X", linestyle="none", markersize=9, label="stalled"),
         Line2D(
             [],

@@ -1,7 +1,10 @@
-"""Render every chart of a run to PNG files: builds figures, calls the plot functions, saves."""
+"""The per-scenario charts of a run as PNG files (throughput, latency, distribution, tokens,
+probe, mechanisms, the threadpool timeline, the overview and CPU per request): builds figures,
+calls the plot functions, saves. `Chart` and `save_chart` serve every section's charts too
+(analysis.sections); analysis.report.render draws them all."""
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -15,13 +18,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import contract  # noqa: E402
-from analysis.judge.capacity import capacities, rate_cells, rate_points, run_slo  # noqa: E402
-from analysis.judge.clients import client_scenarios, client_table  # noqa: E402
-from analysis.judge.databases import database_table, db_scenarios, has_postgres  # noqa: E402
-from analysis.judge.stalls import stall_scenarios, stall_table  # noqa: E402
-from analysis.judge.sweep import SWEPT, aggregate_sweep, sweep_scenarios  # noqa: E402
 from analysis.judge.transform import at_reference_tokens, excluded, usable  # noqa: E402
-from analysis.judge.verdict import Judgement, Verdict  # noqa: E402
+from analysis.judge.verdict import Verdict, Verdicts  # noqa: E402
 from analysis.load.run import (  # noqa: E402
     CELL_FILE,
     METRICS_FILE,
@@ -33,10 +31,7 @@ from analysis.load.run import (  # noqa: E402
 )
 from analysis.plot import mechanism as plots_mechanism  # noqa: E402
 from analysis.plot import plots  # noqa: E402
-from analysis.plot.capacity import capacity_caption, hockey  # noqa: E402
-from analysis.plot.clients import plot_clients  # noqa: E402
-from analysis.plot.databases import plot_databases  # noqa: E402
-from analysis.plot.stalls import plot_stall_rps  # noqa: E402
+from analysis.vocabulary import THREADED  # noqa: E402
 
 CHARTS_DIR = "charts"
 DPI = 110
@@ -55,24 +50,6 @@ class Chart:
     caption: str
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """Charts written, and notes on charts skipped (e.g. raw per-request files absent)."""
-
-    charts: list[Chart]
-    notes: list[str]
-    # The threadpool sweep's charts, shown in their own report section.
-    sweep: list[Chart] = field(default_factory=list)
-    # The stalls section's charts (`make bench-stalls`), one per scenario.
-    stalls: list[Chart] = field(default_factory=list)
-    # The "Which HTTP client" section's chart (`make bench-clients`).
-    clients: list[Chart] = field(default_factory=list)
-    # The capacity section's hockey sticks, one per scenario with rate cells.
-    capacity: list[Chart] = field(default_factory=list)
-    # The "SQLite vs PostgreSQL" section's charts, one per DB scenario (`make bench-pg`).
-    databases: list[Chart] = field(default_factory=list)
-
-
 def _save(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
@@ -82,9 +59,10 @@ def _save(fig: Figure, path: Path) -> None:
     Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
 
 
-def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
-    """Write every chart of `run` under `out_dir` and say which were skipped and why."""
-    agg, verdicts = judgement.agg, judgement.verdicts
+def scenario_charts(run: Run, decided: Verdicts, out_dir: Path) -> tuple[list[Chart], list[str]]:
+    """Write the per-scenario and overview charts of `run` under `out_dir`; return them and
+    notes on the charts skipped, and why."""
+    agg, verdicts = decided.agg, decided.verdicts
     out_dir.mkdir(parents=True, exist_ok=True)
     charts: list[Chart] = []
     notes: list[str] = []
@@ -97,7 +75,7 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
         fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
         plots.plot_throughput(ax, agg, s, bad)
         charts.append(
-            _chart(
+            save_chart(
                 fig,
                 out_dir / f"{s}_throughput.png",
                 f"{s}: throughput vs users",
@@ -108,7 +86,7 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
         fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
         plots.plot_percentiles(ax, agg, s)
         charts.append(
-            _chart(
+            save_chart(
                 fig,
                 out_dir / f"{s}_latency.png",
                 f"{s}: latency p50 / p99 vs users",
@@ -118,13 +96,14 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
             )
         )
         charts += _cdf_chart(run, v, out_dir, notes)
-        if s == "chat_stream" or agg.loc[agg["scenario"] == s, "ttft_p99_ms"].notna().any():
+        # A percentile the sample rule left empty everywhere still leaves the other one to draw.
+        if s == "chat_stream" or any(_has(agg, s, f"ttft_p{q}_ms") for q in (50, 99)):
             charts.append(_stream_chart(agg, s, out_dir))
-        if "probe_p99_ms" in agg and agg.loc[agg["scenario"] == s, "probe_p99_ms"].notna().any():
+        if any(_has(agg, s, f"probe_p{q}_ms") for q in (50, 99)):
             fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
             plots.plot_percentiles(ax, agg, s, prefix="probe_", what="probe (/hello) latency")
             charts.append(
-                _chart(
+                save_chart(
                     fig,
                     out_dir / f"{s}_probe.png",
                     f"{s}: probe latency vs users",
@@ -143,7 +122,7 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
         fig.suptitle("Leader vs runner-up at each scenario's highest comparable load")
         charts.insert(
             0,
-            _chart(
+            save_chart(
                 fig,
                 out_dir / "overview.png",
                 "Overview: the best style's advantage",
@@ -152,58 +131,20 @@ def render_all(run: Run, judgement: Judgement, out_dir: Path) -> Rendered:
                 "interval. Grey: each scenario's noise threshold, measured from its repeats.",
             ),
         )
-    charts += cpu_chart(judgement, out_dir)
-    return Rendered(
-        charts,
-        notes,
-        sweep_charts(run, out_dir),
-        stall_charts(run, out_dir),
-        client_charts(run, out_dir),
-        capacity_charts(run, out_dir),
-        database_charts(run, out_dir),
-    )
+    charts += cpu_chart(decided, out_dir)
+    return charts, notes
 
 
-def capacity_charts(run: Run, out_dir: Path) -> list[Chart]:
-    """Per scenario with rate cells: latency against offered rate per style, the SLO and each
-    style's capacity (the hockey stick)."""
-    if run.rates.empty:
-        return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slo = run_slo(run.manifest, run.capacity)
-    cells = rate_cells(run.rates, slo)
-    points = rate_points(cells)
-    caps = capacities(run.capacity, cells)
-    out: list[Chart] = []
-    for s in dict.fromkeys(points["scenario"]):
-        mine = [c for c in caps if c.scenario == s]
-        fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
-        hockey(ax, points[points["scenario"] == s], slo, mine, s)
-        out.append(
-            _chart(
-                fig,
-                out_dir / f"{s}_capacity.png",
-                f"{s}: latency vs offered rate",
-                s,
-                "Open loop: requests arrive at the offered rate whatever the server does; "
-                "latency counts from each request's intended start. Solid p99, dashed p50, "
-                "median over repeats; X = stalled, hollow = invalid (the load side set the "
-                "numbers). " + capacity_caption(mine),
-            )
-        )
-    return out
-
-
-def cpu_chart(judgement: Judgement, out_dir: Path) -> list[Chart]:
+def cpu_chart(decided: Verdicts, out_dir: Path) -> list[Chart]:
     """Server CPU per request by style, per scenario at its verdict's load, if recorded."""
-    agg = judgement.counted
-    shown = [v for v in judgement.verdicts if v.users is not None]
+    agg = decided.counted
+    shown = [v for v in decided.verdicts if v.users is not None]
     if "cpu_ms_per_req" not in agg or not shown or agg["cpu_ms_per_req"].isna().all():
         return []
     fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(shown) + 2), 5), layout="constrained")
     plots.plot_cpu_per_request(ax, agg, shown)
     return [
-        _chart(
+        save_chart(
             fig,
             out_dir / "cpu_per_request.png",
             "Server CPU per request by style",
@@ -215,7 +156,9 @@ def cpu_chart(judgement: Judgement, out_dir: Path) -> list[Chart]:
     ]
 
 
-def _chart(fig: Figure, path: Path, title: str, scenario: str, caption: str) -> Chart:
+def save_chart(fig: Figure, path: Path, title: str, scenario: str, caption: str) -> Chart:
+    """Write `fig` to `path` (and close it): the chart, titled and captioned for the report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, path)
     return Chart(path, title, scenario, caption)
 
@@ -224,7 +167,7 @@ def _stream_chart(agg: pd.DataFrame, scenario: str, out_dir: Path) -> Chart:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
     plots.plot_percentiles(left, agg, scenario, prefix="ttft_", what="time to first token")
     plots.plot_percentiles(right, agg, scenario, prefix="itl_", what="inter-token latency")
-    return _chart(
+    return save_chart(
         fig,
         out_dir / f"{scenario}_tokens.png",
         f"{scenario}: TTFT and ITL vs users",
@@ -272,7 +215,7 @@ def _cdf_chart(run: Run, v: Verdict, out_dir: Path, notes: list[str]) -> list[Ch
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     plots.plot_cdf(ax, samples, v.scenario, v.users)
     return [
-        _chart(
+        save_chart(
             fig,
             out_dir / f"{v.scenario}_cdf.png",
             f"{v.scenario}: latency distribution at {v.users} users",
@@ -321,7 +264,7 @@ def mechanism_charts(agg: pd.DataFrame, scenario: str, out_dir: Path) -> list[Ch
         fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
         plot(ax, agg, scenario)
         out.append(
-            _chart(
+            save_chart(
                 fig, out_dir / f"{scenario}_{suffix}.png", f"{scenario}: {title}", scenario, caption
             )
         )
@@ -331,7 +274,7 @@ def mechanism_charts(agg: pd.DataFrame, scenario: str, out_dir: Path) -> list[Ch
 def timeline_cell(run: Run, scenario: str = TIMELINE_SCENARIO) -> pd.Series | None:
     """The `sync` cell at the highest valid load of `scenario`, the first repeat with metrics."""
     rows = at_reference_tokens(usable(run.summary))
-    rows = rows[(rows["scenario"] == scenario) & (rows["style"] == SWEPT)]
+    rows = rows[(rows["scenario"] == scenario) & (rows["style"] == THREADED)]
     if rows.empty:
         return None
     top = rows[rows["users"] == rows["users"].max()].sort_values("repeat")
@@ -363,7 +306,7 @@ def threadpool_chart(run: Run, out_dir: Path, notes: list[str]) -> list[Chart]:
     )
     plots_mechanism.plot_threadpool(ax, metrics, title, load_window(cell_dir / CELL_FILE))
     return [
-        _chart(
+        save_chart(
             fig,
             out_dir / f"{TIMELINE_SCENARIO}_threadpool.png",
             title,
@@ -372,129 +315,3 @@ def threadpool_chart(run: Run, out_dir: Path, notes: list[str]) -> list[Chart]:
             "the limit with a queue behind it means `def` ran out of threads.",
         )
     ]
-
-
-def sweep_charts(run: Run, out_dir: Path) -> list[Chart]:
-    """Throughput and p99 vs threadpool tokens for each swept scenario."""
-    out: list[Chart] = []
-    names = sweep_scenarios(run.summary)
-    if not names:
-        return out
-    sweep = aggregate_sweep(run.summary)
-    for s in names:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-        plots_mechanism.plot_sweep(left, sweep, s, "rps")
-        plots_mechanism.plot_sweep(right, sweep, s, "p99_ms")
-        out.append(
-            _chart(
-                fig,
-                out_dir / f"{s}_threadpool_sweep.png",
-                f"{s}: `def` vs threadpool tokens",
-                s,
-                "`def` (blue) at each token count, median over repeats; the horizontal lines "
-                "are the fastest `async def` at the same users, in its style's colour. The "
-                "dash-dot line is anyio's default.",
-            )
-        )
-    return out
-
-
-def stall_charts(run: Run, out_dir: Path) -> list[Chart]:
-    """Per scenario with fix arms: throughput of the default, each fix and `async def`, one
-    panel per load, stalled cells hatched."""
-    out: list[Chart] = []
-    names = stall_scenarios(run.summary)
-    if not names:
-        return out
-    table = stall_table(run.summary, names)
-    for s in names:
-        part = table[table["scenario"] == s]
-        levels = sorted(int(u) for u in part["users"].unique())
-        rows = part[["arm", "style"]].drop_duplicates()
-        fig, axes = plt.subplots(
-            1,
-            len(levels),
-            figsize=(4.5 * len(levels) + 3, 1.2 + 0.45 * len(rows)),
-            sharey=True,
-            layout="constrained",
-            squeeze=False,
-        )
-        for i, (ax, users) in enumerate(zip(axes[0], levels, strict=True)):
-            plot_stall_rps(ax, table, s, users, legend=i == len(levels) - 1)
-        fig.suptitle(f"{s}: throughput of `def`, each fix and `async def`, by load")
-        out.append(
-            _chart(
-                fig,
-                out_dir / f"{s}_stalls.png",
-                f"{s}: throughput by fix and load",
-                s,
-                "Median successful requests/s over the repeats (whiskers: min-max), one panel "
-                "per load, in each style's colour; hatched bars stalled (xx: a deadlock, no "
-                f"completion for the stall threshold; //: a gap of {contract.GAP_NOTE_S:g} s or "
-                "more without a completion), their throughput is what completed around it.",
-            )
-        )
-    return out
-
-
-CLIENTS_CHART = "clients.png"
-
-
-def client_charts(run: Run, out_dir: Path) -> list[Chart]:
-    """Throughput (top) and server CPU per request (bottom) per style x client, one column of
-    panels per scenario with two clients for a style."""
-    names = client_scenarios(run.summary)
-    if not names:
-        return []
-    table = client_table(run.summary, names)
-    rows = int(table.groupby("scenario").size().max())
-    fig, axes = plt.subplots(
-        2,
-        len(names),
-        figsize=(5.5 * len(names) + 1.5, 2 * (1.2 + 0.4 * rows)),
-        layout="constrained",
-        squeeze=False,
-    )
-    for i, s in enumerate(names):
-        plot_clients(axes[0][i], table, s, "rps")
-        plot_clients(axes[1][i], table, s, "cpu_ms_per_req")
-    fig.suptitle("Which HTTP client: throughput and server CPU per request, by style x client")
-    return [
-        _chart(
-            fig,
-            out_dir / CLIENTS_CHART,
-            "Which HTTP client: throughput and CPU per request",
-            "",
-            "Median over the counted repeats (whiskers: min-max), in each style's colour; top "
-            "successful requests/s (longer is faster), bottom server CPU ms per request (shorter "
-            "is cheaper). `def` on chat_stream ran with the stream fix.",
-        )
-    ]
-
-
-def database_charts(run: Run, out_dir: Path) -> list[Chart]:
-    """Per DB scenario run on PostgreSQL: throughput per database x driver x pool x style."""
-    if not has_postgres(run.summary):
-        return []
-    names = db_scenarios(run.summary)
-    table = database_table(run.summary, names)
-    out: list[Chart] = []
-    for s in names:
-        part = table[table["scenario"] == s]
-        if part.empty:
-            continue
-        fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(part) + 4.5), 5), layout="constrained")
-        plot_databases(ax, table, s)
-        out.append(
-            _chart(
-                fig,
-                out_dir / f"{s}_databases.png",
-                f"{s}: throughput by database, driver and pool",
-                s,
-                "Mean successful requests/s over the counted repeats (whiskers: min-max), one bar "
-                "per configuration in its style's colour, grouped by database and pool (size + "
-                "overflow); hatched: some repeats not counted; X: no counted repeat (stalled, "
-                "invalid or not steady), so no speed.",
-            )
-        )
-    return out

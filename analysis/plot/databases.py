@@ -14,7 +14,8 @@ from matplotlib.transforms import blended_transform_factory
 
 from analysis.judge.databases import DATABASE_NAMES
 from analysis.judge.transform import require_columns
-from analysis.plot.styles import colour, label, ordered
+from analysis.plot.styles import colour
+from analysis.vocabulary import label, ordered
 
 # A bar with some repeats not counted (stalled, invalid, not steady) is hatched; a
 # configuration with none counted has no bar, only an X at zero and what happened.

@@ -1,6 +1,6 @@
 """Plots of the mechanism behind a result: loop lag, threadpool, overhead, CPU, token sweep.
 
-Like analysis.plots, each function draws on a given `ax` and returns it (no figures, no I/O).
+Like analysis.plot.plots, each function draws on a given `ax` and returns it (no figures, no I/O).
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-from analysis.judge.sweep import SWEPT, reference_row
+from analysis.judge.sweep import reference_row
 from analysis.judge.transform import DEFAULT_TOKENS, require_columns
 from analysis.judge.why import CPU_BOUND_PCT, LOOP_BLOCKED_MS
 from analysis.load.run import metric_series
@@ -21,7 +21,8 @@ from analysis.plot.plots import (
     scenario_rows,
     users_axis,
 )
-from analysis.plot.styles import colour, label, ordered
+from analysis.plot.styles import colour
+from analysis.vocabulary import THREADED, label, ordered
 
 TOKENS_IN_USE = "lab_threadpool_tokens_in_use"
 TOKENS_WAITING = "lab_threadpool_waiting"
@@ -116,7 +117,7 @@ def plot_threadpool(
     total = metric_series(metrics, TOKENS_TOTAL)
     stamps = [s.index.min() for s in (in_use, waiting, total) if not s.empty]
     t0 = window[0] if window is not None else min(stamps, default=0.0)
-    c = colour(SWEPT)
+    c = colour(THREADED)
     # Gauges hold the peak of the second before the scrape: a step ending at the scrape.
     ax.step(in_use.index - t0, in_use.to_numpy(), where="pre", color=c, lw=2, label="tokens in use")
     ax.step(
@@ -154,7 +155,7 @@ def plot_threadpool(
 def plot_sweep(ax: Axes, sweep: pd.DataFrame, scenario: str, metric: str = "rps") -> Axes:
     """`sync` throughput or p99 vs threadpool tokens (log x); `async` at equal users as a line."""
     require_columns(sweep, ["scenario", "style", "users", "threadpool_tokens", metric], "sweep")
-    rows = sweep[(sweep["scenario"] == scenario) & (sweep["style"] == SWEPT)]
+    rows = sweep[(sweep["scenario"] == scenario) & (sweep["style"] == THREADED)]
     users = sorted(int(u) for u in rows["users"].unique())
     tokens: set[int] = set()
     for i, n in enumerate(users):
@@ -165,15 +166,15 @@ def plot_sweep(ax: Axes, sweep: pd.DataFrame, scenario: str, metric: str = "rps"
             part[metric],
             ls,
             marker="o",
-            color=colour(SWEPT),
-            label=f"{label(SWEPT)}, {n} users",
+            color=colour(THREADED),
+            label=f"{label(THREADED)}, {n} users",
         )
         if {f"{metric}_lo", f"{metric}_hi"} <= set(part.columns):
             ax.fill_between(
                 part["threadpool_tokens"],
                 part[f"{metric}_lo"],
                 part[f"{metric}_hi"],
-                color=colour(SWEPT),
+                color=colour(THREADED),
                 alpha=0.15,
                 lw=0,
             )

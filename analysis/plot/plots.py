@@ -17,10 +17,10 @@ from matplotlib.ticker import (
     ScalarFormatter,
 )
 
-from analysis.judge.samples import supported
 from analysis.judge.transform import at_users, require_columns
 from analysis.judge.verdict import Verdict
-from analysis.plot.styles import colour, label, ordered
+from analysis.plot.styles import colour
+from analysis.vocabulary import BASELINE, label, ordered
 
 USERS_LABEL = "concurrent users (closed loop, no think time)"
 PCT_STYLES: dict[str, str] = {"p50": "--", "p99": "-"}
@@ -86,11 +86,11 @@ def plot_throughput(
     if tokens is not None and tokens > 0:
         ax.axvline(tokens, color="0.5", lw=1, ls="-.", label=f"threadpool tokens = {tokens:g}")
         users = sorted({*users, int(tokens)})
-        if latency is not None and latency > 0 and "sync" in set(rows["style"]):
+        if latency is not None and latency > 0 and BASELINE in set(rows["style"]):
             # `def` cannot have more requests in flight than threadpool tokens.
             ax.axhline(
                 tokens / (latency / 1000),
-                color=colour("sync"),
+                color=colour(BASELINE),
                 lw=1,
                 ls=(0, (1, 3)),
                 label=f"def ceiling: {tokens:g} tokens / {latency:g} ms",
@@ -129,14 +129,8 @@ def plot_percentiles(
 ) -> Axes:
     """p50 (dashed) and p99 (solid, min-max band) of `<prefix>p50_ms`/`<prefix>p99_ms` vs users."""
     p50, p99 = f"{prefix}p50_ms", f"{prefix}p99_ms"
-    rows = scenario_rows(agg, scenario, [p50, p99, f"{p99}_lo", f"{p99}_hi"]).copy()
-    # The sample-count rule: a percentile its n does not support is not drawn either.
-    n_column = {"": "n", "probe_": "probe_n"}.get(prefix)
-    if n_column in rows:
-        rows[p99] = rows[p99].where([supported(99, n) for n in rows[n_column]])
-        rows[p50] = rows[p50].where([supported(50, n) for n in rows[n_column]])
-        rows[f"{p99}_lo"] = rows[f"{p99}_lo"].where(rows[p99].notna())
-        rows[f"{p99}_hi"] = rows[f"{p99}_hi"].where(rows[p99].notna())
+    # A percentile the sample rule left empty (in any repeat) is not drawn either.
+    rows = scenario_rows(agg, scenario, [p50, p99, f"{p99}_lo", f"{p99}_hi"])
     rows = rows[rows[p99].notna() | rows[p50].notna()]
     for i, style in enumerate(ordered(rows["style"])):
         part = rows[rows["style"] == style]

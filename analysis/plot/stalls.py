@@ -10,17 +10,14 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
 import contract
+from analysis.fmt import plain
 from analysis.judge.stalls import DEADLOCK, FAILED, NO, STALL, cells_of, row_labels
 from analysis.judge.transform import require_columns
-from analysis.plot.styles import colour, label, ordered
+from analysis.plot.styles import colour
+from analysis.vocabulary import label, ordered
 
 # How a bar shows its cell's outcome: a deadlock hatched densely, a shorter stall lightly.
 HATCHES: dict[str, str] = {DEADLOCK: "xx", STALL: "//", NO: ""}
-
-
-def plain(text: str) -> str:
-    """A report label without its Markdown code marks, for a chart."""
-    return text.replace("`", "")
 
 
 def plot_stall_rps(

@@ -1,5 +1,7 @@
-"""The run report: verdicts, warnings, settings and charts, as report.md and report.html."""
+"""The run report: verdicts, the registered sections (analysis.sections.registry), warnings,
+settings and charts, as report.md and report.html."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,20 +16,16 @@ from analysis.judge.rules import CONFIRMS, CONTRADICTS, PARTLY
 from analysis.judge.samples import rule_text, tail, too_small
 from analysis.judge.transform import at_users, scenarios
 from analysis.judge.verdict import (
-    Judgement,
     Verdict,
+    Verdicts,
+    decide_verdicts,
     fmt_ratio,
-    judge,
     leader_label,
     styles_at,
 )
 from analysis.judge.why import Limits
 from analysis.load.run import Run, load_manifest, load_run
-from analysis.plot.charts import CHARTS_DIR, Rendered, render_all
-from analysis.plot.styles import label, ordered
-from analysis.report.capacity_blocks import capacity_blocks
-from analysis.report.client_blocks import client_blocks
-from analysis.report.database_blocks import database_blocks
+from analysis.plot.charts import CHARTS_DIR
 from analysis.report.document import (
     Block,
     Bullets,
@@ -38,7 +36,8 @@ from analysis.report.document import (
     to_html,
     to_markdown,
 )
-from analysis.report.sections import (
+from analysis.report.render import NOTHING_DRAWN, Rendered, render_all
+from analysis.report.trust import (
     completeness_blocks,
     latency_blocks,
     observer_blocks,
@@ -47,8 +46,10 @@ from analysis.report.sections import (
     upstream_blocks,
     warning_blocks,
 )
-from analysis.report.stall_blocks import stall_blocks
-from analysis.report.why_blocks import mechanism_blocks, sweep_blocks, why_column
+from analysis.report.why_blocks import mechanism_blocks, why_column
+from analysis.sections.protocol import Place, Shown, files_of
+from analysis.sections.registry import at, show, standalone
+from analysis.vocabulary import label, ordered
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -102,15 +103,8 @@ HOW_TO_READ = (
     "Overhead: time in the app minus time waiting on the upstream or DB, from the "
     "`Server-Timing` header: the cost of the handler style itself, waiting for a thread or for "
     "the loop included.",
-    "Stalls charts (runs with fix arms, e.g. `make bench-stalls`): throughput of the default "
-    "`def` app, each fix and `async def` at each load, in the style's colour; a hatched bar "
-    "stalled (xx: a deadlock; //: a shorter gap without a completion).",
     "Server CPU: % of one core; one worker cannot run Python on more than one core (the black "
     "line), so a style that reaches it is CPU-bound.",
-    "SQLite vs PostgreSQL charts (`make bench-pg`): one bar per database x driver x pool x "
-    "style in the style's colour, grouped by database and pool; whiskers the min-max over the "
-    "counted repeats; a hatched bar had repeats not counted; an X at zero is a configuration "
-    "with no counted repeat (stalled, invalid or not steady): no speed is shown for it.",
 )
 
 
@@ -123,6 +117,8 @@ class ReportFiles:
     charts: list[Path]
     # What the run lacks (load.completeness), one sentence each; empty when complete.
     incomplete: tuple[str, ...] = ()
+    # Data files the sections wrote beside the report (the probe's routes.csv).
+    files: tuple[Path, ...] = ()
 
 
 # The committed reference run: a new run's machine speed is compared with its calibration.
@@ -146,50 +142,57 @@ def write_report(
     noise: float | None = None,
     out_dir: Path | str | None = None,
     reference: Path | str | None = DEFAULT_REFERENCE,
+    *,
+    draw: bool = True,
 ) -> ReportFiles:
-    """Load a run, judge it, render charts and write report.md and report.html.
+    """Load a run, decide its verdicts, compute its sections, render charts and write report.md
+    and report.html.
 
-    They go into `out_dir` (default: the run folder), charts under `out_dir/charts/`. The
-    machine's calibration is compared with the `reference` run's, when that is another run.
+    They go into `out_dir` (default: the run folder), charts under `out_dir/charts/`; with
+    `draw=False` no chart is drawn (the text only, as fast as it gets). The machine's
+    calibration is compared with the `reference` run's, when that is another run.
     """
     run = load_run(run_dir)
     ref = reference_manifest(reference, run.path)
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)
-    judgement = judge(run.summary, noise)
-    warnings = caveats(run.summary, judgement, run.missing_columns, run.derived, run.manifest)
-    rendered = render_all(run, judgement, out / CHARTS_DIR)
-    blocks = build_report(run, judgement, warnings, rendered, out, ref)
+    decided = decide_verdicts(run.summary, noise)
+    warnings = caveats(run.summary, decided, run.missing_columns, run.derived, run.manifest)
+    shown = show(run, decided)
+    rendered = render_all(run, decided, shown, out / CHARTS_DIR) if draw else NOTHING_DRAWN
+    blocks = build_report(run, decided, warnings, rendered, out, ref, shown)
+    written = [path for s in shown for path in files_of(s, out)]
     md = out / REPORT_MD
     page = out / REPORT_HTML
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     page.write_text(to_html(blocks, f"def or async def: {run.name}"), encoding="utf-8")
-    charts = (
-        *rendered.charts,
-        *rendered.sweep,
-        *rendered.stalls,
-        *rendered.clients,
-        *rendered.capacity,
-        *rendered.databases,
-    )
     return ReportFiles(
         md,
         page,
-        [c.path for c in charts],
+        [c.path for c in rendered.all()],
         tuple(f"run {run.name} is incomplete: {p}" for p in run.completeness.problems()),
+        tuple(written),
     )
+
+
+def section_blocks(shown: Sequence[Shown], rendered: Rendered, place: Place) -> list[Block]:
+    """The blocks of the shown sections of one place, in registry order, with their charts."""
+    return [b for s in at(shown, place) for b in s.blocks(rendered.of(s.key))]
 
 
 def build_report(
     run: Run,
-    judgement: Judgement,
+    decided: Verdicts,
     warnings: list[Caveat],
-    rendered: Rendered,
+    rendered: Rendered = NOTHING_DRAWN,
     out_dir: Path | None = None,
     reference: tuple[str, dict[str, Any]] | None = None,
+    shown: Sequence[Shown] | None = None,
 ) -> list[Block]:
-    """The report's blocks, in reading order."""
-    verdicts = judgement.verdicts
+    """The report's blocks, in reading order; `shown`: the run's sections with their tables
+    (analysis.sections.registry.show; computed here when not given)."""
+    shown = show(run, decided) if shown is None else shown
+    verdicts = decided.verdicts
     limits = Limits.from_manifest(run.manifest)
     where = (
         ""
@@ -202,30 +205,34 @@ def build_report(
         *completeness_blocks(run.completeness, f"run `{run.name}`"),
         *([Paragraph(where.strip())] if where else []),
         # Open-loop capacity leads when the run has rate cells (nothing otherwise).
-        *capacity_blocks(run, rendered),
+        *section_blocks(shown, rendered, Place.LEAD),
     ]
-    if run.summary.empty:
-        # Rate cells only: no closed-loop section has anything to say.
+    if run.summary.empty or standalone(shown):
+        # Rate cells only, or a section that is the run's whole story (a probe run): no
+        # closed-loop verdict has anything to say.
+        reading = [line for s in shown for line in s.section.reading]
         return [
             *head,
             Heading("Machine and versions"),
             *manifest_blocks(run.manifest),
             Heading("Settings that shaped the result"),
             *manifest_settings_blocks(run.manifest),
+            *([Heading("How to read these charts"), Bullets(reading)] if reading else []),
             *warning_blocks(warnings, rendered.notes),
         ]
+    reading = [line for s in shown for line in s.section.reading]
     blocks: list[Block] = [
         *head,
-        *opening_blocks(run.summary, judgement, warnings, run.missing_columns),
+        *opening_blocks(run.summary, decided, warnings, run.missing_columns),
         Heading("The question"),
         Paragraph(QUESTION),
         Heading("Verdicts"),
-        Paragraph(verdict_rule(judgement)),
+        Paragraph(verdict_rule(decided)),
         Paragraph(rule_text()),
         verdict_table(
             verdicts,
-            why_column(judgement.counted, verdicts, limits, judgement.stalls),
-            judgement.metric_notes,
+            why_column(decided.counted, verdicts, limits, decided.stalls),
+            decided.metric_notes,
         ),
         Heading("Throughput per style at the compared load"),
         Paragraph(
@@ -233,23 +240,21 @@ def build_report(
             "(p99 unless named); **bold** = the winner(s) (none when there is no clear winner). "
             "Where a scenario is judged by CPU per request, it is shown too."
         ),
-        style_table(judgement),
-        *latency_blocks(judgement),
-        *stall_blocks(run, rendered),
-        *client_blocks(run, rendered, judgement.noises),
-        *database_blocks(run, rendered, judgement.noises),
+        style_table(decided),
+        *latency_blocks(decided),
+        *section_blocks(shown, rendered, Place.FINDINGS),
         *observer_blocks(run.summary),
         *upstream_blocks(run.summary),
-        *quiet_blocks(run.manifest, judgement, reference),
-        *mechanism_blocks(judgement.counted, verdicts),
-        *sweep_blocks(run, rendered),
+        *quiet_blocks(run.manifest, decided, reference),
+        *mechanism_blocks(decided.counted, verdicts),
+        *section_blocks(shown, rendered, Place.MECHANISM),
         Heading("Machine and versions"),
         *manifest_blocks(run.manifest),
         Heading("Settings that shaped the result"),
         settings_table(run),
         *manifest_settings_blocks(run.manifest),
         Heading("How to read these charts"),
-        Bullets(HOW_TO_READ),
+        Bullets([*HOW_TO_READ, *reading]),
         Heading("Charts"),
     ]
     by_scenario: dict[str, list[Image]] = {}
@@ -319,10 +324,10 @@ def _metric_label(v: Verdict) -> str:
     )
 
 
-def style_table(judgement: Judgement) -> Table:
+def style_table(decided: Verdicts) -> Table:
     """One row per scenario, one column per style: throughput and tail at the verdict's load."""
-    agg, verdicts = judgement.counted, judgement.verdicts
-    stalled = {(st.scenario, st.style, st.users): st for st in judgement.stalls}
+    agg, verdicts = decided.counted, decided.verdicts
+    stalled = {(st.scenario, st.style, st.users): st for st in decided.stalls}
     at_verdicts = {(v.scenario, v.users) for v in verdicts}
     styles = ordered(
         [s for v in verdicts for s in styles_at(agg, v)]
@@ -394,7 +399,7 @@ def _dict_table(title: str, section: dict[str, Any]) -> Table:
 
 
 def settings_table(run: Run) -> Table:
-    """Per scenario: users, repeats, window, threadpool tokens and upstream latency."""
+    """Per scenario: users, repeats, window, threadpool tokens, upstream latency, ASGI server."""
     s = run.summary
     rows = []
     for scenario in scenarios(s):
@@ -408,6 +413,7 @@ def settings_table(run: Run) -> Table:
                 _distinct(part["warmup_s"], "s"),
                 _distinct(part["threadpool_tokens"], ""),
                 _distinct(part["upstream_latency_ms"], " ms", none="none (no upstream)"),
+                _names(part["server"]),
             ]
         )
     header = [
@@ -418,14 +424,15 @@ def settings_table(run: Run) -> Table:
         "warm-up (excluded)",
         "threadpool tokens",
         "upstream latency",
+        "ASGI server",
     ]
     return Table(header, rows)
 
 
-def verdict_rule(judgement: Judgement) -> str:
+def verdict_rule(decided: Verdicts) -> str:
     """How the verdicts were decided, with each scenario's noise."""
-    stated = ", ".join(f"`{s}` {n.value:.0%}" for s, n in judgement.noises.items())
-    other = sorted({m for m in judgement.metrics.values() if m != "rps"})
+    stated = ", ".join(f"`{s}` {n.value:.0%}" for s, n in decided.noises.items())
+    other = sorted({m for m in decided.metrics.values() if m != "rps"})
     by_cost = (
         f" Scenarios the contract judges by another metric ({', '.join(f'`{m}`' for m in other)}"
         ", lower is better) count cells invalid only because the load generator saturated: "
@@ -494,3 +501,9 @@ def _distinct(values: pd.Series, unit: str, none: str = "not recorded") -> str:
     if not present:
         return none
     return ", ".join(f"{x:g}{unit}" for x in present)
+
+
+def _names(values: pd.Series) -> str:
+    # summary `server`: empty in runs from before the column (and for a `--target`).
+    present = sorted({str(x).strip() for x in values if str(x).strip() not in ("", "nan")})
+    return ", ".join(f"`{x}`" for x in present) if present else "not recorded"

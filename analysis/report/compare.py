@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only, as in analysis.charts
+matplotlib.use("Agg")  # files only, as in analysis.plot.charts
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,19 +22,17 @@ from analysis.judge.quiet import (  # noqa: E402
     calibration,
     comparability,
 )
-from analysis.judge.samples import supported  # noqa: E402
 from analysis.judge.transform import GROUP, ratio_with_spread, require_columns  # noqa: E402
 from analysis.judge.verdict import (  # noqa: E402
     MIN_REPEATS,
     Verdict,
+    decide_verdicts,
     fmt_ratio,
     invert,
     is_clear,
-    judge,
     leader_label,
 )
 from analysis.load.run import load_run  # noqa: E402
-from analysis.plot.styles import ORDER  # noqa: E402
 from analysis.report.document import (  # noqa: E402
     Block,
     Heading,
@@ -44,7 +42,8 @@ from analysis.report.document import (  # noqa: E402
     to_html,
     to_markdown,
 )
-from analysis.report.sections import completeness_blocks  # noqa: E402
+from analysis.report.trust import completeness_blocks  # noqa: E402
+from analysis.vocabulary import STYLES  # noqa: E402
 
 UP, DOWN, NOISE = "up", "down", "noise"
 ONE_REPEAT = "one repeat"
@@ -101,7 +100,8 @@ def compare_frames(
             change = direction(ratio, threshold)
             if min(int(r) for r in repeats) < MIN_REPEATS:
                 change = ONE_REPEAT
-            if metric == "p99_ms" and not all(supported(99, row.get(f"n_{x}")) for x in ("a", "b")):
+            # The sample rule left a p99 empty (in some repeat) in either run.
+            if metric == "p99_ms" and any(pd.isna(row[f"p99_ms_{x}"]) for x in ("a", "b")):
                 change = TOO_FEW
             record[f"{metric}_change"] = change
         record["threshold"] = threshold
@@ -116,7 +116,7 @@ def compare_frames(
         "threshold",
     ]
     out = pd.DataFrame.from_records(records, columns=columns)
-    rank = {s: i for i, s in enumerate(ORDER)}
+    rank = {s: i for i, s in enumerate(STYLES)}
     out["_rank"] = out["style"].map(lambda s: rank.get(s, len(rank)))
     return (
         out.sort_values(["scenario", "_rank", "users"], kind="stable")
@@ -216,13 +216,13 @@ def write_compare(
 ) -> CompareFiles:
     """Load both runs and write compare.md, compare.html, compare.csv and compare.png."""
     a, b = load_run(run_a), load_run(run_b)
-    judged_a, judged_b = judge(a.summary, noise), judge(b.summary, noise)
-    agg_a, agg_b = judged_a.agg, judged_b.agg
+    decided_a, decided_b = decide_verdicts(a.summary, noise), decide_verdicts(b.summary, noise)
+    agg_a, agg_b = decided_a.agg, decided_b.agg
     noises = {
-        s: max(n.value, judged_b.noises[s].value if s in judged_b.noises else n.value)
-        for s, n in judged_a.noises.items()
+        s: max(n.value, decided_b.noises[s].value if s in decided_b.noises else n.value)
+        for s, n in decided_a.noises.items()
     }
-    noises |= {s: n.value for s, n in judged_b.noises.items() if s not in noises}
+    noises |= {s: n.value for s, n in decided_b.noises.items() if s not in noises}
     table = compare_frames(agg_a, agg_b, noises)
     out = Path(out_dir) if out_dir is not None else b.path / f"compare-vs-{a.name}"
     out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def write_compare(
         Heading("Do the verdicts agree?"),
         Table(
             ["scenario", "users A", "winner A", "users B", "winner B", "agree"],
-            agreement := verdict_agreement(judged_a.verdicts, judged_b.verdicts),
+            agreement := verdict_agreement(decided_a.verdicts, decided_b.verdicts),
         ),
         Paragraph(
             f"{sum(r[-1] == 'same' for r in agreement)} of {len(agreement)} verdicts agree "

@@ -1,25 +1,15 @@
-"""The report's mechanism parts: the why column, what the server saw, and the token sweep."""
+"""The report's mechanism parts: the verdict table's why column and what the server saw."""
 
 from collections.abc import Sequence
 
 import pandas as pd
 
 from analysis.fmt import ms_or_missing, number
-from analysis.judge.sweep import (
-    aggregate_sweep,
-    gap_text,
-    gaps,
-    sweep_outcomes,
-    sweep_scenarios,
-    sweep_table,
-)
-from analysis.judge.transform import DEFAULT_TOKENS, MECHANISM, Stall, at_users
+from analysis.judge.transform import MECHANISM, Stall, at_users
 from analysis.judge.verdict import Verdict
 from analysis.judge.why import NOTHING, Limits, explain, thresholds_text
-from analysis.load.run import Run
-from analysis.plot.charts import Rendered
-from analysis.plot.styles import label, ordered
-from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
+from analysis.report.document import Block, Heading, Paragraph, Table
+from analysis.vocabulary import label, ordered
 
 
 def why_column(
@@ -116,37 +106,3 @@ def closing_note(agg: pd.DataFrame, verdicts: list[Verdict]) -> list[Block]:
             f"overhead p99 {ms_or_missing(row.get('overhead_p99_ms'))}"
         )
     return [Paragraph(f"In short, `{v.scenario}` at {v.users} users: " + "; ".join(parts) + ".")]
-
-
-def sweep_blocks(run: Run, rendered: Rendered) -> list[Block]:
-    """The threadpool sweep section: how much of `def`'s gap is the default of 40 tokens, one
-    table (and chart) per swept scenario."""
-    names = sweep_scenarios(run.summary)
-    if not names:
-        return []
-    sweep = aggregate_sweep(run.summary)
-    ran = sweep_outcomes(run.summary)
-    blocks: list[Block] = [
-        Heading(f"Threadpool sweep: how much of `def`'s gap is the default of {DEFAULT_TOKENS}"),
-        Paragraph(
-            "`def` endpoints run in anyio's threadpool, which allows "
-            f"{DEFAULT_TOKENS} threads by default: with more users than tokens, requests queue "
-            "for a thread. This run repeated `sync` at several token counts; the verdicts above "
-            f"use {DEFAULT_TOKENS} tokens (or the most common count). Per scenario: `def`'s "
-            "throughput and p99 at each token count (medians over usable repeats; **bold** = "
-            "its best; a count whose repeats stalled says so), the fastest `async def` at the "
-            "same users, and the share of the throughput gap between them that the best token "
-            "count closed."
-        ),
-    ]
-    charts = {c.scenario: c for c in rendered.sweep}
-    for s in names:
-        table = sweep_table(run.summary, s)
-        blocks += [Heading(f"`{s}`", 3), Table(list(table.header), [list(r) for r in table.rows])]
-        texts = [gap_text(g) for g in gaps(sweep, s, ran)]
-        if texts:
-            blocks.append(Bullets(texts))
-        if s in charts:
-            c = charts[s]
-            blocks.append(Image(c.path, c.title, c.caption))
-    return blocks

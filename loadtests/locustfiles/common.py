@@ -33,9 +33,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 import gevent.queue
@@ -48,7 +48,16 @@ from locust.runners import WorkerRunner
 
 from contract import ARRIVALS, CENSORED, ERROR, OK, REQUEST_KINDS, TIMEOUT
 
-NO_TIMING = ("", "", "")
+
+class Timing(NamedTuple):
+    """A response's `Server-Timing` (app, upstream, db), milliseconds as sent; empty if absent."""
+
+    app: str = ""
+    upstream: str = ""
+    db: str = ""
+
+
+NO_TIMING = Timing()
 # How often the clock and the drain watchdog look.
 TICK_S = 0.05
 # The second thread dump comes this long before a gap becomes a stall (the run ends there).
@@ -79,9 +88,39 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--ready-path", default="/ready", help="route polled before the start")
     group.add_argument("--server-pid", type=int, default=0, help="for --dump-after")
     group.add_argument("--dump-after", type=float, default=0.0, help="no completion: py-spy, s")
+    group.add_argument("--probe-requests", default="", help="probe: JSON file of requests")
+    group.add_argument("--start-file", default="", help="start once this file exists")
     group.add_argument("--rate", type=float, default=0.0, help="open loop: arrivals per second")
     group.add_argument("--arrivals", default=ARRIVALS[0], choices=ARRIVALS, help="rate mode")
     group.add_argument("--arrival-seed", type=int, default=0, help="rate mode: schedule seed")
+
+
+@dataclass(slots=True)
+class RawRow:
+    """One row of requests.csv (contract.RAW_COLUMNS), kept as measured, formatted at the end."""
+
+    ts: float
+    kind: str
+    name: str
+    latency_ms: float
+    outcome: str
+    timing: Timing = NO_TIMING
+    lag_ms: float | None = None
+
+    def csv(self) -> tuple[str, ...]:
+        """The row's fields in contract.RAW_COLUMNS order."""
+        lag = "" if self.lag_ms is None else f"{self.lag_ms:.3f}"
+        ok = str(int(self.outcome == OK))
+        return (
+            f"{self.ts:.6f}",
+            self.kind,
+            self.name,
+            f"{self.latency_ms:.3f}",
+            ok,
+            self.outcome,
+            *self.timing,
+            lag,
+        )
 
 
 @dataclass
@@ -103,7 +142,7 @@ class Recorder:
     def reset(self) -> None:
         """Start empty (also in a freshly forked Locust worker)."""
         self.pid = os.getpid()
-        self.rows: list[tuple[float, str, str, float, str, tuple[str, str, str], str]] = []
+        self.rows: list[RawRow] = []
         self.meta: dict[str, Any] = {"cut_off": 0}
         self.flights: dict[Any, Flight] = {}
         self.last_completion: float | None = None
@@ -124,12 +163,11 @@ class Recorder:
         name: str,
         latency_ms: float,
         outcome: str,
-        timing: tuple[str, str, str] = NO_TIMING,
+        timing: Timing = NO_TIMING,
         lag_ms: float | None = None,
     ) -> None:
         """Keep one raw row; rows are formatted after the run, not while measuring."""
-        lag = "" if lag_ms is None else f"{lag_ms:.3f}"
-        self.rows.append((ts, kind, name, latency_ms, outcome, timing, lag))
+        self.rows.append(RawRow(ts, kind, name, latency_ms, outcome, timing, lag_ms))
 
     def completed(self, ts: float, kind: str, outcome: str) -> None:
         """A request's outcome was written: it is no longer in flight."""
@@ -147,8 +185,8 @@ class Recorder:
         """The current user starts a request (in rate mode: at its intended start)."""
         me = gevent.getcurrent()
         self.flights[me] = Flight(self.intended.get(me, time.time()), kind, label)
-        if OPEN_LOOP is not None and me in self.intended:
-            OPEN_LOOP.label = label
+        if STATE.open_loop is not None and me in self.intended:
+            STATE.open_loop.label = label
 
     def end(self, exc: BaseException | None) -> None:
         """The current user's request is over; write an outcome if none was written."""
@@ -181,28 +219,27 @@ class Recorder:
             if not flight.done:
                 self.censor(flight, now)
         self.flights.clear()
-        if OPEN_LOOP is not None:
+        if STATE.open_loop is not None:
             # Arrivals due in the cell that no user ever took: waiting all along, never sent.
-            for intended in OPEN_LOOP.unsent(now):
-                self.row(intended, "request", OPEN_LOOP.label, (now - intended) * 1000, CENSORED)
+            for intended in STATE.open_loop.unsent(now):
+                self.row(
+                    intended, "request", STATE.open_loop.label, (now - intended) * 1000, CENSORED
+                )
                 self.meta["cut_off"] = self.meta.get("cut_off", 0) + 1
-            self.meta["open_loop"] = OPEN_LOOP.facts()
+            self.meta["open_loop"] = STATE.open_loop.facts()
             # Only whether (and from when) it happened in the window counts: keep a few, not
             # every arrival of a long overload (thousands, which made cell.json 180 kB).
             lo, hi = self.meta.get("window_start") or 0.0, self.meta.get("window_end") or now
             in_window = [t for t in self.full_at if lo <= t < hi]
             self.meta["slots_full_at"] = in_window[:FULL_KEPT]
-        if not RAW_DIR:
+        if not STATE.raw_dir:
             return
-        with open(Path(RAW_DIR) / f"requests.{self.pid}.csv", "w", newline="") as f:
-            csv.writer(f).writerows(
-                (f"{ts:.6f}", kind, name, f"{ms:.3f}", int(outcome == OK), outcome, *timing, lag)
-                for ts, kind, name, ms, outcome, timing, lag in self.rows
-            )
+        with open(Path(STATE.raw_dir) / f"requests.{self.pid}.csv", "w", newline="") as f:
+            csv.writer(f).writerows(row.csv() for row in self.rows)
         self.meta["pid"] = self.pid
         self.meta["rows"] = len(self.rows)
         self.meta["last_completion"] = self.last_completion
-        (Path(RAW_DIR) / f"meta.{self.pid}.json").write_text(json.dumps(self.meta))
+        (Path(STATE.raw_dir) / f"meta.{self.pid}.json").write_text(json.dumps(self.meta))
 
 
 class OpenLoop:
@@ -255,8 +292,8 @@ class OpenLoop:
             at = self.due(float("inf"))
             if at is None:
                 return
-            if RECORDER.idle <= 0:
-                RECORDER.full_at.append(at)
+            if STATE.recorder.idle <= 0:
+                STATE.recorder.full_at.append(at)
             self.queue.put(at)
 
     def unsent(self, now: float) -> list[float]:
@@ -280,20 +317,26 @@ class OpenLoop:
         }
 
 
-RAW_DIR = ""
-RECORDER = Recorder()
-OPEN_LOOP: OpenLoop | None = None
+@dataclass
+class State:
+    """This Locust process's lab state: where raw rows go, its recorder, rate mode's arrivals."""
+
+    raw_dir: str = ""
+    recorder: Recorder = field(default_factory=Recorder)
+    open_loop: OpenLoop | None = None
+
+
+STATE = State()
 # `--processes` forks workers after this module is imported: each must record its own rows.
-os.register_at_fork(after_in_child=RECORDER.reset)
+os.register_at_fork(after_in_child=STATE.recorder.reset)
 
 
 @events.init.add_listener
 def _configure(environment: Environment, **_: Any) -> None:
-    global RAW_DIR
     opts = environment.parsed_options
     if opts is None:
         return
-    RAW_DIR = opts.raw_dir
+    STATE.raw_dir = opts.raw_dir
     for user_class in environment.user_classes:
         # A queue of users x latency must be measured, not cut short by Locust's 60 s default.
         user_class.network_timeout = opts.request_timeout
@@ -303,10 +346,24 @@ def _configure(environment: Environment, **_: Any) -> None:
         url = f"{opts.host.rstrip('/')}{opts.ready_path}"
         if not wait_for_host(url, opts.wait_for_host):
             # No load on a server that never became ready: say so in the meta file, and stop.
-            RECORDER.meta["not_ready"] = url
-            RECORDER.close()
+            STATE.recorder.meta["not_ready"] = url
+            STATE.recorder.close()
             print(f"{url} did not answer 200 within {opts.wait_for_host:g} s", flush=True)
             raise SystemExit(3)
+    if opts.start_file and not wait_for_file(Path(opts.start_file), opts.wait_for_host or 30.0):
+        # The orchestrator saw the server ready first: no load before it could tell.
+        print(f"{opts.start_file} did not appear: the orchestrator gave up", flush=True)
+        raise SystemExit(3)
+
+
+def wait_for_file(path: Path, timeout: float) -> bool:
+    """Wait until `path` exists (the orchestrator's go), or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        gevent.sleep(0.02)
+    return False
 
 
 def wait_for_host(url: str, timeout: float) -> bool:
@@ -330,14 +387,14 @@ def run_clock(runner: Any, opts: Any) -> None:
     completed a request: before that, a closed loop is still filling (a user whose first request
     is still queued is not yet in the loop), and Little's law cannot hold.
     """
-    began = RECORDER.meta["test_start"]
+    began = STATE.recorder.meta["test_start"]
     gevent.sleep(max(0.0, began + opts.warmup_seconds - time.time()))
     # The master of several processes runs no users: it cannot see them answered, nor samples.
     local = not isinstance(runner, WorkerRunner) and (opts.processes or 1) <= 1
     while (
         local
-        and OPEN_LOOP is None
-        and len(RECORDER.users_done) < runner.user_count
+        and STATE.open_loop is None
+        and len(STATE.recorder.users_done) < runner.user_count
         and time.time() < began + opts.warmup_max
     ):
         gevent.sleep(TICK_S)
@@ -347,39 +404,44 @@ def run_clock(runner: Any, opts: Any) -> None:
         if opts.warmup_max
         else began + opts.warmup_seconds
     )
-    closed = local and OPEN_LOOP is None
-    RECORDER.meta["users_in_loop"] = len(RECORDER.users_done) if closed else None
-    RECORDER.window_start = RECORDER.meta["window_start"] = start
+    closed = local and STATE.open_loop is None
+    STATE.recorder.meta["users_in_loop"] = len(STATE.recorder.users_done) if closed else None
+    STATE.recorder.window_start = STATE.recorder.meta["window_start"] = start
     gevent.sleep(max(0.0, start + opts.window_min - time.time()))
     longest = max(opts.window_max, opts.window_min)
     target = opts.sample_target if local else 0
     while time.time() - start < longest:
-        if target and RECORDER.window_samples >= target:
+        if target and STATE.recorder.window_samples >= target:
             break
         gevent.sleep(TICK_S)
-    RECORDER.meta["window_end"] = time.time()
-    RECORDER.meta["window_samples"] = RECORDER.window_samples
-    if OPEN_LOOP is not None:
+    STATE.recorder.meta["window_end"] = time.time()
+    STATE.recorder.meta["window_samples"] = STATE.recorder.window_samples
+    if STATE.open_loop is not None:
         # No arrival after the window; those queued are still sent (see `back_to_back`).
-        OPEN_LOOP.closed_at = RECORDER.meta["window_end"]
+        STATE.open_loop.closed_at = STATE.recorder.meta["window_end"]
     runner.quit()
 
 
 def watch_drain(runner: Any, grace_s: float, stall_s: float) -> None:
     """After the window: kill the users still waiting at `grace_s`, or earlier on a stall."""
     began = time.time()
-    while RECORDER.in_flight():
+    while STATE.recorder.in_flight():
         now = time.time()
-        since = now - (RECORDER.last_completion or RECORDER.meta.get("test_start", began))
+        since = now - (
+            STATE.recorder.last_completion or STATE.recorder.meta.get("test_start", began)
+        )
         if stall_s and since >= stall_s:
-            RECORDER.meta["stalled"] = {"in_flight": RECORDER.in_flight(), "since_s": since}
+            STATE.recorder.meta["stalled"] = {
+                "in_flight": STATE.recorder.in_flight(),
+                "since_s": since,
+            }
             break
         if now - began >= grace_s:
             break
         gevent.sleep(TICK_S)
-    RECORDER.meta["drain_s"] = time.time() - began
-    RECORDER.meta["in_flight_at_end"] = RECORDER.in_flight()
-    if RECORDER.in_flight():
+    STATE.recorder.meta["drain_s"] = time.time() - began
+    STATE.recorder.meta["in_flight_at_end"] = STATE.recorder.in_flight()
+    if STATE.recorder.in_flight():
         # Each user's tracked() writes its request as censored when the kill reaches it.
         runner.user_greenlets.kill(block=False)
 
@@ -405,18 +467,18 @@ def watch_for_stall(pid: int, after_s: float, stall_s: float, folder: Path) -> N
     while marks:
         gevent.sleep(TICK_S * 4)
         now = time.time()
-        since = now - (RECORDER.last_completion or RECORDER.meta["test_start"])
+        since = now - (STATE.recorder.last_completion or STATE.recorder.meta["test_start"])
         name, at = marks[0]
-        if not RECORDER.in_flight() or since < at:
+        if not STATE.recorder.in_flight() or since < at:
             continue
         dumps.append(dump_threads(pid, folder / name, now, since))
-        RECORDER.meta["thread_dumps"] = dumps
+        STATE.recorder.meta["thread_dumps"] = dumps
         marks.pop(0)
 
 
 def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any]:
     """Run `py-spy dump` on `pid` into `out`; what was dumped when."""
-    info: dict[str, Any] = {"at_s": now - RECORDER.meta["test_start"], "since_s": since}
+    info: dict[str, Any] = {"at_s": now - STATE.recorder.meta["test_start"], "since_s": since}
     exe = py_spy()
     if exe is None:
         info["error"] = "py-spy not found"
@@ -430,25 +492,26 @@ def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any
         info["error"] = f"py-spy failed: {exc!r}"
         return info
     out.write_text(done.stdout + done.stderr)
-    info.update(file=out.name, code=done.returncode, in_flight=RECORDER.in_flight())
+    info.update(file=out.name, code=done.returncode, in_flight=STATE.recorder.in_flight())
     return info
 
 
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
-    global OPEN_LOOP
-    RECORDER.meta["test_start"] = time.time()
+    STATE.recorder.meta["test_start"] = time.time()
     opts = environment.parsed_options
     runner = environment.runner
     if opts is not None and opts.rate and not isinstance(runner, WorkerRunner):
         if (opts.processes or 1) > 1:
             raise SystemExit("--rate runs in one Locust process (the schedule is not split)")
-        OPEN_LOOP = OpenLoop(opts.rate, opts.arrivals, opts.arrival_seed, time.time())
-        gevent.spawn(OPEN_LOOP.dispatch)
+        STATE.open_loop = OpenLoop(opts.rate, opts.arrivals, opts.arrival_seed, time.time())
+        gevent.spawn(STATE.open_loop.dispatch)
     if opts is not None and opts.dump_after and opts.server_pid and opts.raw_dir:
         if (opts.processes or 1) > 1:
             # The master runs no users and sees nothing in flight: say so rather than stay silent.
-            RECORDER.meta["thread_dumps"] = [{"error": "not taken with several Locust processes"}]
+            STATE.recorder.meta["thread_dumps"] = [
+                {"error": "not taken with several Locust processes"}
+            ]
         elif not isinstance(runner, WorkerRunner):
             folder = Path(opts.raw_dir)
             args = (opts.server_pid, opts.dump_after, opts.stall_seconds, folder)
@@ -457,19 +520,19 @@ def _test_start(environment: Environment, **_: Any) -> None:
         if not isinstance(runner, WorkerRunner):
             gevent.spawn(run_clock, runner, opts)
         else:
-            RECORDER.window_start = RECORDER.meta["test_start"] + opts.warmup_seconds
+            STATE.recorder.window_start = STATE.recorder.meta["test_start"] + opts.warmup_seconds
 
 
 @events.spawning_complete.add_listener
 def _spawned(user_count: int, **_: Any) -> None:
-    RECORDER.meta["spawned"] = max(user_count, RECORDER.meta.get("spawned", 0))
-    RECORDER.meta["spawning_complete"] = time.time()
+    STATE.recorder.meta["spawned"] = max(user_count, STATE.recorder.meta.get("spawned", 0))
+    STATE.recorder.meta["spawning_complete"] = time.time()
 
 
 @events.test_stopping.add_listener
 def _test_stopping(environment: Environment, **_: Any) -> None:
     # The window is over: what is in flight drains, bounded by the grace and the stall rule.
-    RECORDER.meta.setdefault("test_stopping", time.time())
+    STATE.recorder.meta.setdefault("test_stopping", time.time())
     opts = environment.parsed_options
     if opts is not None and environment.runner is not None:
         gevent.spawn(watch_drain, environment.runner, opts.grace_seconds, opts.stall_seconds)
@@ -477,23 +540,29 @@ def _test_stopping(environment: Environment, **_: Any) -> None:
 
 @events.test_stop.add_listener
 def _test_stop(**_: Any) -> None:
-    RECORDER.meta["test_stop"] = time.time()
+    STATE.recorder.meta["test_stop"] = time.time()
 
 
 @events.quitting.add_listener
 def _quitting(**_: Any) -> None:
-    RECORDER.close()
+    STATE.recorder.close()
 
 
-def server_timing(value: str | None) -> tuple[str, str, str]:
-    """(app, upstream, db) milliseconds of a `Server-Timing` header, as sent; empty if absent."""
+def server_timing(value: str | list[str] | None) -> Timing:
+    """(app, upstream, db) milliseconds of a `Server-Timing` header, as sent; empty if absent.
+
+    Several headers (an app of the user's that sets its own, under the probe's) arrive as a list:
+    they are one header's parts, as HTTP folds them; the first of each name counts.
+    """
     if not value:
         return NO_TIMING
+    if isinstance(value, list):
+        value = ",".join(value)
     durations = {}
     for part in value.split(","):
         name, _, duration = part.strip().partition(";dur=")
-        durations[name] = duration
-    return durations.get("app", ""), durations.get("upstream", ""), durations.get("db", "")
+        durations.setdefault(name, duration)
+    return Timing(durations.get("app", ""), durations.get("upstream", ""), durations.get("db", ""))
 
 
 def outcome_of(exception: BaseException | None) -> str:
@@ -531,15 +600,15 @@ def _record(
     headers = getattr(response, "headers", None)
     timing = server_timing(headers.get("server-timing")) if headers else NO_TIMING
     outcome = outcome_of(exception)
-    intended = RECORDER.intended.get(gevent.getcurrent())
+    intended = STATE.recorder.intended.get(gevent.getcurrent())
     lag_ms = None
     if intended is not None and kind in ("request", "ttft"):
         # Rate mode: from the intended start, the wait to be sent included (coordinated omission).
         lag_ms = max(0.0, (ts - intended) * 1000)
         ts, response_time = intended, response_time + lag_ms
-    RECORDER.row(ts, kind, label, response_time, outcome, timing, lag_ms)
+    STATE.recorder.row(ts, kind, label, response_time, outcome, timing, lag_ms)
     if kind in REQUEST_KINDS:
-        RECORDER.completed(ts, kind, outcome)
+        STATE.recorder.completed(ts, kind, outcome)
 
 
 def back_to_back(task: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -557,24 +626,24 @@ def back_to_back(task: Callable[[Any], None]) -> Callable[[Any], None]:
 
     @functools.wraps(task)
     def run(user: Any) -> None:
-        loop = OPEN_LOOP
+        loop = STATE.open_loop
         if loop is None or not getattr(user, "open_loop", True):
             task(user)
             raise RescheduleTaskImmediately()
         me = gevent.getcurrent()
-        RECORDER.idle += 1
+        STATE.recorder.idle += 1
         try:
             intended: float | None = loop.queue.get(timeout=TICK_S)
         except gevent.queue.Empty:
             raise RescheduleTaskImmediately() from None
         finally:
-            RECORDER.idle -= 1
+            STATE.recorder.idle -= 1
         while intended is not None:
-            RECORDER.intended[me] = intended
+            STATE.recorder.intended[me] = intended
             try:
                 task(user)
             finally:
-                RECORDER.intended.pop(me, None)
+                STATE.recorder.intended.pop(me, None)
             intended = None if loop.queue.empty() else loop.queue.get_nowait()
         raise RescheduleTaskImmediately()
 
@@ -589,12 +658,12 @@ class tracked:  # lower case: reads like a function in `with tracked(...), ...`
         self.kind = kind
 
     def __enter__(self) -> None:
-        RECORDER.begin(self.kind, self.label)
+        STATE.recorder.begin(self.kind, self.label)
 
     def __exit__(
         self, _type: type[BaseException] | None, exc: BaseException | None, *_: object
     ) -> None:
-        RECORDER.end(exc)
+        STATE.recorder.end(exc)
 
 
 def fail(response: Any, text: str) -> None:

@@ -1,5 +1,5 @@
-"""Report sections about trust: the opening, latency percentiles, the observer effect, upstream
-drift, how quiet the machine was, and every warning grouped by kind."""
+"""The report's parts about trust: the opening, latency percentiles, the observer effect,
+upstream drift, how quiet the machine was, and every warning grouped by kind."""
 
 import math
 from collections.abc import Mapping, Sequence
@@ -11,7 +11,6 @@ import contract
 from analysis.fmt import ms, rate
 from analysis.judge.caveats import Caveat, grouped
 from analysis.judge.cells import (
-    DEFAULT_ARM,
     FAILED,
     INVALID,
     NOT_STEADY,
@@ -29,12 +28,12 @@ from analysis.judge.quiet import (
     comparability,
     upstream_drift,
 )
-from analysis.judge.samples import fmt_pct, rule_text
+from analysis.judge.samples import fmt_max, fmt_pct, rule_text
 from analysis.judge.transform import at_users, scenarios
-from analysis.judge.verdict import Judgement, fmt_ratio
+from analysis.judge.verdict import Verdicts, fmt_ratio
 from analysis.load.completeness import Completeness
-from analysis.plot.styles import label, ordered
 from analysis.report.document import Block, Bullets, Heading, Paragraph, Table
+from analysis.vocabulary import DEFAULT_ARM, label, ordered
 
 
 def completeness_blocks(completeness: Completeness, run: str) -> list[Block]:
@@ -57,7 +56,7 @@ def _pct(x: float) -> str:
 
 def opening_blocks(
     summary: pd.DataFrame,
-    judgement: Judgement,
+    decided: Verdicts,
     warnings: Sequence[Caveat],
     missing_columns: Sequence[str] = (),
 ) -> list[Block]:
@@ -107,8 +106,8 @@ def opening_blocks(
         )
     spread_rows = []
     for s in scenarios(summary):
-        t = spread_table(judgement.agg, s)
-        noise = judgement.noises.get(s)
+        t = spread_table(decided.agg, s)
+        noise = decided.noises.get(s)
         spread_rows.append(
             [
                 f"`{s}`",
@@ -145,13 +144,13 @@ def opening_blocks(
     return blocks
 
 
-def latency_blocks(judgement: Judgement) -> list[Block]:
+def latency_blocks(decided: Verdicts) -> list[Block]:
     """Every style's percentiles at each verdict's load, under the sample-count rule."""
     rows = []
-    for v in judgement.verdicts:
+    for v in decided.verdicts:
         if v.users is None:
             continue
-        at = at_users(judgement.counted, v.scenario, v.users)
+        at = at_users(decided.counted, v.scenario, v.users)
         for style in ordered(at.index):
             r = at.loc[style]
             n, cmin = r.get("n"), r.get("censored_min_ms")
@@ -161,8 +160,8 @@ def latency_blocks(judgement: Judgement) -> list[Block]:
                     str(v.users),
                     label(style),
                     "-" if pd.isna(n) else f"{int(n):,}",
-                    *(fmt_pct(r.get(f"p{q}_ms"), q, n, cmin) for q in (50, 90, 95, 99)),
-                    fmt_pct(r.get("max_ms"), 100, n, cmin),
+                    *(fmt_pct(r.get(f"p{q}_ms"), n, cmin) for q in (50, 90, 95, 99)),
+                    fmt_max(r.get("max_ms"), cmin),
                 ]
             )
     if not rows:
@@ -288,7 +287,7 @@ def upstream_blocks(summary: pd.DataFrame) -> list[Block]:
 
 def quiet_blocks(
     manifest: Mapping[str, Any],
-    judgement: Judgement,
+    decided: Verdicts,
     reference: tuple[str, Mapping[str, Any]] | None = None,
 ) -> list[Block]:
     """How quiet the machine was: calibration over the run, its drift, and against a reference.
@@ -320,7 +319,7 @@ def quiet_blocks(
             ]
         )
     rows.append(["max drift from the first", "", *(f"{cal.drift(k):.1%}" for k in keys)])
-    noises = {s: n.value for s, n in judgement.noises.items()}
+    noises = {s: n.value for s, n in decided.noises.items()}
     key, drift = cal.max_drift()
     if noises:
         scenario, smallest = min(noises.items(), key=lambda kv: kv[1])

@@ -1,0 +1,364 @@
+"""The probe's parts, in process: the target, the inventory, request generation, the arms and the
+loop sampler (no Locust; tests/test_probe.py runs the whole command)."""
+
+import asyncio
+import importlib
+import json
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from probe import arms
+from probe.inventory import ASYNC_DEF, DEF, inventory, style_of
+from probe.plan import QUICK, Settings, flip_applies, ladder, route_cells
+from probe.requests import (
+    RequestsFileError,
+    plan_requests,
+    select_routes,
+)
+from probe.target import Target, TargetError, load
+from probe.watch import LoopWatch
+from tests import probe_apps
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def routes_of(app: FastAPI, spec: str = "tests.probe_apps:app") -> dict:
+    return inventory(Target(spec, REPO), app)
+
+
+def by_path(doc: dict) -> dict[str, dict]:
+    return {f"{r['method']} {r['path']}": r for r in doc["routes"]}
+
+
+# --- target ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "app_dir", "factory", "says"),
+    [
+        ("tests.probe_apps", ".", False, "is not PKG.MODULE:APP"),
+        ("tests.nowhere:app", ".", False, 'Could not import module "tests.nowhere"'),
+        ("tests.probe_apps:nothing", ".", False, 'Attribute "nothing" not found'),
+        ("tests.probe_apps:NOT_AN_APP", ".", False, "not an ASGI app"),
+        ("tests.probe_apps:make_app", ".", False, "add --factory"),
+        ("tests.probe_apps:router", ".", False, "not a FastAPI one"),
+        ("tests.probe_apps:faulty", ".", True, "faulty() raised TypeError"),
+        ("tests.probe_apps:broken_import", ".", True, "RuntimeError: the app could not"),
+        ("probe_broken:app", "tests/data", False, "RuntimeError: cannot reach the"),
+        ("x:app", "no/such/dir", False, "is not a folder"),
+    ],
+)
+def test_a_bad_target_is_one_line(spec: str, app_dir: str, factory: bool, says: str) -> None:
+    with pytest.raises(TargetError) as raised:
+        load(Target(spec, REPO / app_dir, factory))
+    text = str(raised.value)
+    assert says in text and "\n" not in text
+
+
+def test_a_factory_is_called_and_the_app_dir_goes_on_sys_path() -> None:
+    assert load(Target("tests.probe_apps:make_app", REPO, factory=True)) is probe_apps.faulty
+    assert str(REPO) in sys.path
+
+
+# --- inventory ------------------------------------------------------------------------------------
+
+
+def test_the_inventory_has_fastapis_own_styles_and_the_dependency_tree() -> None:
+    routes = by_path(routes_of(probe_apps.styles))
+    plain = routes["GET /def"]
+    assert plain["style"] == DEF and plain["threadpool"] is True
+    assert [(d["name"].rsplit(".", 1)[-1], d["style"]) for d in plain["dependencies"]] == [
+        ("sync_dep", DEF),
+        ("async_dep", ASYNC_DEF),
+        ("sync_yield", "def + yield"),
+    ]
+    assert plain["endpoint"]["file"] == "tests/probe_apps.py" and plain["endpoint"]["user"]
+    assert routes["GET /async"]["style"] == ASYNC_DEF and routes["GET /async"]["awaits"] is False
+    assert routes["GET /awaits"]["awaits"] is True
+    # A route-level dependency is in the tree too.
+    assert routes["GET /counted"]["dependencies"][0]["style"] == "def + yield"
+
+
+def test_included_routers_keep_their_prefix() -> None:
+    routes = by_path(routes_of(probe_apps.shapes))
+    assert routes["GET /v2/nested/{n}"]["style"] == ASYNC_DEF
+    assert routes["GET /v2/nested/{n}"]["id"] == "get-v2-nested-n"
+
+
+def test_style_of_agrees_with_inspect_on_plain_functions() -> None:
+    assert style_of(probe_apps.sync_dep) == DEF
+    assert style_of(probe_apps.async_dep) == ASYNC_DEF
+    assert style_of(probe_apps.sync_yield) == "def + yield"
+
+
+# --- requests from the OpenAPI document -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_plans() -> dict:
+    doc = routes_of(probe_apps.shapes)
+    return {p.label: p for p in plan_requests(doc)}
+
+
+@pytest.mark.parametrize(
+    ("label", "path", "query"),
+    [
+        ("GET /int/{n}", "/int/5", {}),  # the schema's minimum
+        ("GET /enum/{colour}", "/enum/red", {}),  # the first of the enum
+        ("GET /uuid/{key}", "/uuid/00000000-0000-4000-8000-000000000001", {}),
+        ("GET /example/{slug}", "/example/hello-world", {}),  # the parameter's own example
+        ("GET /query", "/query", {"q": "probexx"}),  # required only, padded to minLength
+        ("GET /v2/nested/{n}", "/v2/nested/1", {}),
+    ],
+)
+def test_requests_are_filled_from_the_document(
+    shapes_plans: dict, label: str, path: str, query: dict
+) -> None:
+    plan = shapes_plans[label]
+    assert not plan.not_probed
+    (request,) = plan.requests
+    assert (request.path, request.query) == (path, query)
+
+
+def test_a_required_header_is_sent(shapes_plans: dict) -> None:
+    (request,) = shapes_plans["GET /header"].requests
+    assert request.headers == {"x-token": "probe"}
+
+
+@pytest.mark.parametrize(
+    ("label", "why"),
+    [
+        ("GET /pattern/{code}", "its path parameter `code`: its value must match the pattern"),
+        ("GET /cookie", "it needs the cookie `session`"),
+        ("POST /body", "POST may change the app's data"),
+        ("DELETE /things/{n}", "DELETE may change the app's data"),
+    ],
+)
+def test_a_route_the_probe_cannot_call_says_why(shapes_plans: dict, label: str, why: str) -> None:
+    plan = shapes_plans[label]
+    assert why in plan.not_probed and not plan.requests
+
+
+def test_unsafe_probes_bodyless_writes_but_still_not_a_required_body() -> None:
+    plans = {p.label: p for p in plan_requests(routes_of(probe_apps.shapes), unsafe=True)}
+    assert plans["DELETE /things/{n}"].requests[0].path == "/things/1"
+    assert "needs a request body" in plans["POST /body"].not_probed
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "requests.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_requests_file_replaces_and_adds(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[request]]
+        method = "POST"
+        path = "/body"
+        json = { name = "x" }
+        weight = 3
+        [[request]]
+        path = "/int/7"
+        [[request]]
+        path = "/int/{n}"
+        params = { n = 8, extra = "y" }
+        """,
+    )
+    plans = {p.label: p for p in plan_requests(routes_of(probe_apps.shapes), path)}
+    (body,) = plans["POST /body"].requests
+    assert (body.json, body.weight, body.source) == ({"name": "x"}, 3.0, "requests.toml #1")
+    ints = plans["GET /int/{n}"].requests
+    assert [(r.path, r.query) for r in ints] == [("/int/7", {}), ("/int/8", {"extra": "y"})]
+    # Routes the file does not name keep theirs.
+    assert plans["GET /enum/{colour}"].requests[0].source == "openapi"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[[request]]\npath = "/nope"\n', "matches no route of the app"),
+        ('[[request]]\nmethod = "PUT"\npath = "/int/{n}"\n', "matches no route"),
+        ('[[request]]\npath = "/int/{n}"\nbody = 1\n', "unknown keys ['body']"),
+        ('[[request]]\nmethod = "GET"\n', "has no `path`"),
+        ("[[requests]]\n", "unknown tables"),
+        ("not toml at all = = =\n", "not TOML"),
+        ('[[request]]\npath = "/int/{n}"\n', "path parameter `n` has no value"),
+    ],
+)
+def test_a_bad_requests_file_is_one_line(tmp_path: Path, text: str, says: str) -> None:
+    with pytest.raises(RequestsFileError) as raised:
+        plan_requests(routes_of(probe_apps.shapes), write(tmp_path, text))
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_routes_are_selected_by_path_label_name_or_id() -> None:
+    plans = plan_requests(routes_of(probe_apps.shapes))
+    chosen = select_routes(plans, ["/query", "GET /int/{n}", "enum_path", "get-v2-nested-n"])
+    assert [p.label for p in chosen] == [
+        "GET /query",
+        "GET /int/{n}",
+        "GET /enum/{colour}",
+        "GET /v2/nested/{n}",
+    ]
+    with pytest.raises(ValueError, match="names no route"):
+        select_routes(plans, ["/missing"])
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def test_each_route_gets_the_arms_that_apply() -> None:
+    routes = by_path(routes_of(probe_apps.styles))
+    cells, left = route_cells(routes["GET /counted"], Settings(), pool_capacity=2)
+    arms_run = [c.arm.name for c in cells]
+    assert arms_run == ["", "", "", "flip", "t010", "t100", "maxconc", ""]
+    assert cells[6].arm.max_concurrency == {"tests.probe_apps.counted_yield": 2}
+    assert not left
+    cells, left = route_cells(routes["GET /awaits"], Settings())
+    assert [c.arm.name for c in cells] == ["", "", ""]
+    assert set(left) == {"flip", "tokens", "maxconc"}
+    assert "awaits" in flip_applies(routes["GET /awaits"])
+    quick, _ = route_cells(routes["GET /async"], QUICK)
+    assert [c.cell.cell_id for c in quick] == [
+        "get-async__app-none__u010__r1",
+        "get-async__app-none__u200__r1",
+        "get-async__app-none__u200__flip__r1",
+    ]
+
+
+def test_the_capacity_ladder_comes_from_the_closed_loop() -> None:
+    assert ladder(1234.0, Settings()) == [310, 740, 1200]
+    assert ladder(None, Settings()) == [] and ladder(0.0, Settings()) == []
+
+
+# --- the arms change what FastAPI does -----------------------------------------------------------
+
+
+def fresh_module(flip: tuple[str, ...] = ()) -> Any:
+    """tests/probe_apps.py imported afresh, with `flip` installed while its routes are built."""
+    undo = arms.install_flips(flip)
+    try:
+        sys.modules.pop("tests.probe_apps", None)
+        module = importlib.import_module("tests.probe_apps")
+    finally:
+        undo()
+        sys.modules["tests.probe_apps"] = probe_apps
+    return module
+
+
+def fresh_styles(flip: tuple[str, ...] = ()) -> FastAPI:
+    return fresh_module(flip).styles
+
+
+def test_flip_moves_a_def_endpoint_onto_the_loop_and_back() -> None:
+    as_written = fresh_styles()
+    flipped = fresh_styles(("tests.probe_apps.plain_def", "tests.probe_apps.plain_async"))
+    with TestClient(as_written) as client:
+        assert client.get("/def").json() == {"on_loop": False}
+        assert client.get("/async").json() == {"on_loop": True}
+    with TestClient(flipped) as client:
+        assert client.get("/def").json() == {"on_loop": True}
+        assert client.get("/async").json() == {"on_loop": False}
+    # The flip changes the style only: the same OpenAPI document.
+    assert flipped.openapi() == as_written.openapi()
+    assert style_of(flipped.router.routes[-4].endpoint) == ASYNC_DEF  # /def
+
+
+def test_flipping_an_endpoint_that_awaits_fails_its_request() -> None:
+    flipped = fresh_styles(("tests.probe_apps.awaits_something",))
+    with TestClient(flipped, raise_server_exceptions=False) as client:
+        assert client.get("/awaits").status_code == 500
+
+
+def test_max_concurrency_caps_a_yield_dependency() -> None:
+    def most_inside(limit: int | None) -> int:
+        module = fresh_module()
+        app = module.styles
+        if limit is not None:
+            found = arms.limit_dependencies(app, {"tests.probe_apps.counted_yield": limit})
+            assert found == {"tests.probe_apps.counted_yield": 1}
+        with TestClient(app) as client, ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda _: client.get("/counted").status_code, range(24)))
+        assert statuses == [200] * 24
+        return module.INSIDE["most"]
+
+    assert most_inside(2) == 2
+    assert most_inside(None) > 2
+
+
+def test_tokens_are_set_on_the_running_loop() -> None:
+    async def main() -> tuple[int, int]:
+        before = arms.set_tokens(None)
+        return before, arms.set_tokens(7)
+
+    assert asyncio.run(main()) == (40, 7)
+
+
+def test_an_arm_round_trips_through_json() -> None:
+    arm = arms.Arm("maxconc", max_concurrency={"a.b": 3})
+    assert arms.Arm.from_json(arm.to_json()) == arm
+    with pytest.raises(ValueError):
+        arms.Arm.from_json('{"nonsense": 1}')
+
+
+# --- the loop sampler names the line --------------------------------------------------------------
+
+
+def test_the_sampler_names_the_line_that_holds_the_loop_and_not_one_that_awaits() -> None:
+    watch = LoopWatch(REPO)
+
+    async def main() -> None:
+        async with watch.running():
+            for _ in range(3):
+                await probe_apps.sleeps()
+                await probe_apps.awaits_only()
+                await probe_apps.spins()
+                await asyncio.sleep(0.02)
+
+    asyncio.run(main())
+    report = watch.report()
+    sites = report["sites"]
+    holds = {}
+    for _began, held_ms, index in report["holds"]:
+        site = sites[index]
+        if held_ms >= report["threshold_ms"]:
+            holds.setdefault((site["file"], site["line"], site["call"]), []).append(held_ms)
+    file = "tests/probe_apps.py"
+    sleeping = holds[(file, probe_apps.line("sleeps"), "time.sleep")]
+    assert len(sleeping) == 3 and all(50 <= ms <= 120 for ms in sleeping), sleeping
+    spinning = [k for k in holds if k[1] == probe_apps.line("spins")]
+    assert spinning and spinning[0][2] == ""  # pure Python: no call under it
+    assert all(k[1] != probe_apps.line("awaits") for k in holds)
+
+
+def test_the_sampler_writes_its_report_from_its_own_thread(tmp_path: Path) -> None:
+    out = tmp_path / "blocking.json"
+    watch = LoopWatch(REPO, report_path=out)
+    seen: list[dict] = []
+
+    async def main() -> None:
+        async with watch.running():
+            await probe_apps.sleeps()
+            await asyncio.sleep(0.01)
+            held = threading.Thread(target=lambda: None)
+            held.start()
+            # Held for good: only the watcher's thread can still write what it sees.
+            import time
+
+            time.sleep(0.8)
+            seen.append(json.loads(out.read_text()))
+
+    asyncio.run(main())
+    during = seen[0]
+    assert during["ongoing"] is not None and during["ongoing"][1] >= 400
