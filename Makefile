@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-slo bench-postgres bench-pg report compare clean
+.PHONY: install test lint format bench bench-probe bench-probe-quick bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-slo bench-postgres bench-abandon bench-pg report compare clean
 
 install: $(STAMP)
 
@@ -37,11 +37,18 @@ bench: $(STAMP)
 
 # The other matrices: `make bench-<name>` runs loadtests/matrices/<name>.toml into
 # results/<name>-<run-id>, then its report.
-MATRICES := quick threadpool stalls deadlock clients slo postgres
+MATRICES := quick threadpool stalls deadlock clients slo postgres abandon
 
 $(addprefix bench-,$(MATRICES)): bench-%: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/$*.toml --out results/$*-$(RUN_ID)
 	$(BIN)/python -m analysis report results/$*-$(RUN_ID)
+
+# The probe on the example app (examples/shop.py): every finding, its line and its numbers.
+bench-probe: $(STAMP)
+	$(BIN)/sync-async-lab probe examples.shop:app --out results/probe-$(RUN_ID)
+
+bench-probe-quick: $(STAMP)
+	$(BIN)/sync-async-lab probe examples.shop:app --quick --out results/probe-quick-$(RUN_ID)
 
 # PostgreSQL next to SQLite (loadtests/matrices/postgres.toml): the lab starts its own cluster.
 bench-pg: bench-postgres

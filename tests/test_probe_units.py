@@ -229,7 +229,7 @@ def test_each_route_gets_the_arms_that_apply() -> None:
     assert [c.arm.name for c in cells] == ["", "", ""]
     assert set(left) == {"flip", "tokens", "maxconc"}
     assert "awaits" in flip_applies(routes["GET /awaits"])
-    quick, _ = route_cells(routes["GET /async"], QUICK)
+    quick, _ = route_cells(routes["GET /async"], QUICK)  # nothing on a thread: no token arm
     assert [c.cell.cell_id for c in quick] == [
         "get-async__app-none__u010__r1",
         "get-async__app-none__u200__r1",
