@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench bench-probe bench-probe-quick bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-slo bench-postgres bench-abandon bench-pg report compare clean
+.PHONY: install test lint format bench bench-probe bench-probe-quick bench-quick bench-threadpool bench-stalls bench-deadlock bench-clients bench-servers bench-slo bench-postgres bench-abandon bench-pg report compare clean
 
 install: $(STAMP)
 
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 # The test files run in parallel (4 workers, one file each at a time: most of them wait on real
 # servers), then the few that assert timings, alone: one after the other took over 10 minutes.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 4 --dist loadfile -m "not timing"
-	$(BIN)/python -m pytest -m timing
+	@$(BIN)/python -m pytest -n 4 --dist loadfile -m "not timing"; parallel=$$?; \
+	$(BIN)/python -m pytest -m timing; alone=$$?; \
+	test $$parallel -eq 0 -a $$alone -eq 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,7 +38,7 @@ bench: $(STAMP)
 
 # The other matrices: `make bench-<name>` runs loadtests/matrices/<name>.toml into
 # results/<name>-<run-id>, then its report.
-MATRICES := quick threadpool stalls deadlock clients slo postgres abandon
+MATRICES := quick threadpool stalls deadlock clients servers slo postgres abandon
 
 $(addprefix bench-,$(MATRICES)): bench-%: $(STAMP)
 	$(BIN)/python -m loadtests --matrix loadtests/matrices/$*.toml --out results/$*-$(RUN_ID)

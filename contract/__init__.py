@@ -35,6 +35,18 @@ DB_DRIVERS: tuple[str, ...] = (
 )
 # Scenarios that measure the database (the report's "SQLite vs PostgreSQL" section).
 DB_SCENARIOS: tuple[str, ...] = ("items_read", "items_write", "items_wait")
+# The ASGI servers the lab runs its apps under (summary `server`; `python -m servers <app>
+# --server NAME`, servers/launch.py says how each is started): uvicorn with uvloop and httptools
+# (the default, and every run before the column), with h11, on asyncio's own loop; granian;
+# hypercorn.
+SERVERS: tuple[str, ...] = (
+    "uvicorn-httptools",
+    "uvicorn-h11",
+    "uvicorn-asyncio",
+    "granian",
+    "hypercorn",
+)
+DEFAULT_SERVER = "uvicorn-httptools"
 
 # --- Every request ends in exactly one outcome (requests.csv `outcome`) -----------------------
 OK = "ok"
@@ -241,6 +253,9 @@ SAMPLES_BEYOND = 10
 STALL_MARGIN_S = 2.0
 # A shorter gap without completions is still worth naming: its evidence goes in `stall_evidence`.
 GAP_NOTE_S = 2.0
+# Summary `threads` starts with this when one worker thread holds httpcore's connection-pool lock
+# and waits for it (loadtests/threads.py): a deadlock no timeout ends.
+SELF_DEADLOCK = "self-deadlock"
 # A verdict's lead must exceed the run's own repeat spread and this floor, whichever is larger.
 MIN_NOISE = 0.05
 # Scenarios judged by another summary column than throughput (lower is better): where the load

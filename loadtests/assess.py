@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contract import GAP_NOTE_S
+from loadtests.distributed import saturated, worker_cpu
 from loadtests.plan import CellPlan
 from loadtests.scrape import summarize_metrics
 from loadtests.summary import load_requests, open_loop_metrics, summarize_requests, validity
@@ -64,8 +65,16 @@ def assess(
         **summarize_metrics(collected.series, start, end),
         "scrape_failures": collected.scrape_failures,
     }
+    workers = worker_cpu(meta.get("workers") or [], start, end)
+    if workers:
+        # Distributed: the load is the workers'; the busiest worker is the load generator.
+        shown = [w["cpu_pct"] for w in workers if w["cpu_pct"] is not None]
+        cpu["loadgen_pct"] = max(shown) if shown else None
+        cpu["loadgen_peak_pct"] = None
+        shared_load_core = False
     valid, invalid_reason = validity(
-        cpu["loadgen_pct"],
+        # Distributed: each worker's CPU is checked below, by its host's name.
+        0.0 if workers else cpu["loadgen_pct"],
         cpu["upstream_pct"],
         meta["spawned"],
         plan.target_users,
@@ -73,6 +82,8 @@ def assess(
         open_loop,
         cpu["db_pct"],
     )
+    if hot := saturated(workers):
+        valid, invalid_reason = False, "; ".join(r for r in (invalid_reason, hot) if r)
     stalled = bool(meta.get("stalled")) or (
         metrics["in_flight_at_end"] > 0 and metrics["since_last_completion_s"] >= plan.stall_s
     )
@@ -91,6 +102,7 @@ def assess(
     ok = metrics["ok"]
     server_cpu = cpu["server_pct"]
     extra = {
+        **({"load_hosts": workers} if workers else {}),
         "cpu_ms_per_req": (
             round(server_cpu / 100 * (end - start) / ok * 1000, 4)
             if server_cpu is not None and ok

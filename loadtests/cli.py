@@ -9,9 +9,12 @@ from typing import Any
 
 from rich.console import Console
 
+from contract import DEFAULT_SERVER, SERVERS
+from loadtests import distributed
 from loadtests.context import RunContext
+from loadtests.distributed import LoadHosts
 from loadtests.matrix import MatrixSpec
-from loadtests.plan import cell_command
+from loadtests.plan import cell_command, plan_cell
 from loadtests.process import STOP_GRACE_S, Pinning, on_interrupt, reset_interrupts
 from loadtests.runner import plan_cells, run_matrix
 
@@ -26,6 +29,11 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "variants": ("variants", _csv(str), "comma-separated server variants"),
     "async-clients": ("async_clients", _csv(str), "HTTP clients of the async variant"),
     "sync-clients": ("sync_clients", _csv(str), "HTTP clients of sync and blocking"),
+    "servers": (
+        "servers",
+        _csv(str),
+        f"comma-separated ASGI servers: {', '.join(SERVERS)} (default {DEFAULT_SERVER})",
+    ),
     "users": (
         "users",
         _csv(int),
@@ -70,6 +78,7 @@ class BenchOptions:
     locust_processes: int = 1
     target: str | None = None
     overrides: dict[str, Any] | None = None
+    load_hosts: LoadHosts | None = None
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +93,7 @@ class BenchOptions:
         parser.add_argument(
             "--target", help="benchmark this already-running server URL (no local server)"
         )
+        distributed.add_cli_args(parser)
         group = parser.add_argument_group("matrix overrides")
         for name, (_, kind, help_) in OVERRIDES.items():
             group.add_argument(f"--{name}", type=kind, help=help_)
@@ -105,6 +115,7 @@ class BenchOptions:
             locust_processes=args.locust_processes,
             target=args.target.rstrip("/") if args.target else None,
             overrides=overrides,
+            load_hosts=distributed.from_cli_args(args),
         )
 
     def spec(self) -> MatrixSpec:
@@ -119,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, print the plan and estimate, run the matrix."""
     parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__)
     BenchOptions.add_cli_args(parser)
-    options = BenchOptions.from_cli_args(parser.parse_args(argv))
     try:
+        options = BenchOptions.from_cli_args(parser.parse_args(argv))
         spec = options.spec()
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    if spec.rates and options.locust_processes > 1:
-        parser.error("rate mode runs one Locust process: its schedule is not split (drop one)")
+    if options.load_hosts is not None and options.locust_processes > 1:
+        parser.error("--locust-hosts and --locust-processes: give one (workers per host instead)")
     console = Console(highlight=False)
     done_before = list(options.out.glob("*/cell.json")) if options.out.exists() else []
     if done_before and not options.resume and not options.dry_run:
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         pinning=Pinning.plan(),
         target=options.target,
         locust_processes=options.locust_processes,
+        load_hosts=options.load_hosts,
     )
     cells, todo = plan_cells(spec, options.out, options.resume)
     try:
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(todo)} of {len(cells)} cells to run"
         f"{f' and {len(spec.searches())} capacity searches' if spec.slo else ''}, "
         f"estimated {minutes:.1f} min; "
+        f"ASGI server{'s' if len(spec.servers) > 1 else ''} {', '.join(spec.servers)}; "
         f"pinning server={ctx.pinning.server} load={ctx.pinning.load}; results in {options.out}",
         soft_wrap=True,
     )
@@ -154,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             host = options.target or "http://127.0.0.1:<port>"
             cmd = " ".join(cell_command(cell, spec, ctx, host))
             eta = spec.cell_seconds(cell)
-            console.print(f"{cell.cell_id} ~{eta:.0f}s\n  {cmd}", soft_wrap=True)
+            server = (
+                f"\n  server: {' '.join(plan_cell(cell, spec, ctx).server.command)}"
+                if options.target is None
+                else ""
+            )
+            console.print(f"{cell.cell_id} ~{eta:.0f}s{server}\n  {cmd}", soft_wrap=True)
         for scenario, variant, client, repeat in spec.searches():
             eta = spec.search_seconds(scenario, variant, client, repeat)
             console.print(

@@ -5,6 +5,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtests.distributed import LoadHosts
 from loadtests.process import Pinning
 from loadtests.scenarios import SCENARIOS, Scenario
 
@@ -26,6 +27,8 @@ class RunContext:
     db_pid: int | None = None
     target: str | None = None
     locust_processes: int = 1
+    # Locust workers on other hosts (None: Locust runs here, on the load cores).
+    load_hosts: LoadHosts | None = None
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     ready_timeout_s: float = READY_TIMEOUT_S
     # The scenarios cells may name: the lab's own, plus any a caller adds (the probe's routes).

@@ -68,6 +68,7 @@ def locust_command(
     options: dict[str, Any],
     processes: int = 1,
     python: str = "python",
+    master: list[str] | None = None,
 ) -> list[str]:
     """The `python -m locust` command of one cell (headless, CSVs, HTML, raw rows)."""
     cmd = [
@@ -119,7 +120,11 @@ def locust_command(
         f"{WAIT_FOR_HOST_S:g}",
     ]
     if processes > 1:
-        cmd += ["--processes", str(processes)]
+        # Forked workers send their rows to the master like remote ones (locustfiles/remote.py).
+        cmd += ["--processes", str(processes), "--lab-workers", str(processes)]
+    if master:
+        # A master of workers on other hosts (loadtests/distributed.py).
+        cmd += master
     for key, value in options.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     return cmd
@@ -164,6 +169,15 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         return how(values) if values else None
 
     stalled = [m["stalled"] for m in metas if m.get("stalled")]
+    # A distributed run: each worker's host, rows and CPU samples, and the workers that sent none.
+    workers = [
+        {
+            k: m.get(k)
+            for k in ("host", "worker_index", "pid", "rows", "cpu_samples", "stalled", "open_loop")
+        }
+        for m in metas
+        if m.get("host")
+    ]
     return {
         "processes": len(metas),
         "test_start": pick("test_start", min),
@@ -184,4 +198,7 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
         "cut_off": sum(m.get("cut_off", 0) for m in metas),
         "open_loop": pick("open_loop", lambda v: v[0]),
         "slots_full_at": [t for m in metas for t in m.get("slots_full_at") or []],
+        "workers": workers,
+        "workers_expected": pick("workers_expected", max),
+        "lost_workers": [w for m in metas for w in m.get("lost_workers") or []],
     }

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from loadtests.context import RunContext
 
 PACKAGES = (
-    "fastapi starlette uvicorn uvloop httptools httpx httpcore httpx2 httpcore2 aiohttp "
-    "httpx-aiohttp fastapi-overflow anyio sqlalchemy aiosqlite pydantic pydantic-settings "
-    "locust gevent geventhttpclient numpy pandas psutil py-spy"
+    "fastapi starlette uvicorn uvloop httptools h11 granian hypercorn httpx httpcore httpx2 "
+    "httpcore2 aiohttp httpx-aiohttp fastapi-overflow anyio sqlalchemy aiosqlite pydantic "
+    "pydantic-settings locust gevent geventhttpclient numpy pandas psutil py-spy"
 ).split()
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,6 +114,7 @@ def start(
         "pinning": ctx.pinning.to_dict(),
         "target": ctx.target,
         "locust_processes": ctx.locust_processes,
+        "load_hosts": ctx.load_hosts.to_dict() if ctx.load_hosts is not None else None,
         "matrix": matrix,
         "cells": list(planned),
         **(extra or {}),

@@ -8,9 +8,11 @@ from typing import Any
 from contract import (
     ARRIVALS,
     CLIENTS,
+    DEFAULT_SERVER,
     NO_CLIENT,
     SERVER_ENV,
     SERVER_TIMEOUTS,
+    SERVERS,
     STALL_MARGIN_S,
     SYNC_CLIENTS,
     VARIANTS,
@@ -42,15 +44,22 @@ class Cell:
     arm: str = ""
     # Rate mode (open loop): arrivals per second; `users` is then the cap on requests in flight.
     rate: int | None = None
+    # The ASGI server (contract.SERVERS); part of the id only when it is not the default, so the
+    # ids of runs before the server dimension are unchanged.
+    server: str = DEFAULT_SERVER
 
     @property
     def cell_id(self) -> str:
-        """Folder name, e.g. `chat__async-httpx__u050__r1`, `chat__sync-httpx__rps0400__r1`."""
+        """Folder name, e.g. `chat__async-httpx__u050__r1`, `chat__sync-httpx__rps0400__r1`,
+        `chat__sync-httpx__u200__sv-granian__r1`."""
         client = "none" if self.client == NO_CLIENT else self.client
         sweep = "" if self.tokens is None else f"__t{self.tokens:03d}"
+        server = "" if self.server == DEFAULT_SERVER else f"__sv-{self.server}"
         arm = f"__{self.arm}" if self.arm else ""
         load = f"u{self.users:03d}" if self.rate is None else f"rps{self.rate:04d}"
-        return f"{self.scenario}__{self.variant}-{client}__{load}{sweep}{arm}__r{self.repeat}"
+        return (
+            f"{self.scenario}__{self.variant}-{client}__{load}{sweep}{server}{arm}__r{self.repeat}"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,9 @@ class MatrixSpec:
     async_clients: list[str] = field(default_factory=lambda: ["httpx"])
     sync_clients: list[str] = field(default_factory=lambda: ["httpx"])
     users: list[int] = field(default_factory=lambda: [1, 10, 50, 100, 200])
+    # The ASGI servers every cell runs under (contract.SERVERS), innermost: each cell of a pass
+    # runs on each server one after the other.
+    servers: list[str] = field(default_factory=lambda: [DEFAULT_SERVER])
     # Rate mode (open loop): offered arrival rates, req/s. Without `slo`, every scenario x style
     # runs at each rate; with it, they are the ladder of the capacity search (loadtests/search.py).
     rates: list[int] = field(default_factory=list)
@@ -109,6 +121,9 @@ class MatrixSpec:
     arrivals: str = "poisson"
     rate_slots: int = 500
     repeats: int = 1
+    # Main cells that run in another number of passes than `repeats`: "scenario/variant" or
+    # "scenario/variant/users" -> passes (the passes beyond `repeats` hold only these cells).
+    repeats_of: dict[str, int] = field(default_factory=dict)
     # The window lasts at least duration_s, then closes once `sample_target` requests that
     # started in it have completed, or at window_max_s (0: exactly duration_s).
     duration_s: float = 10.0
@@ -172,10 +187,18 @@ class MatrixSpec:
             ("variant", self.variants, VARIANTS),
             ("client", self.async_clients, CLIENTS),
             ("sync client", self.sync_clients, SYNC_CLIENTS),
+            ("server", self.servers, SERVERS),
         ):
             unknown = [x for x in given if x not in known]
             if unknown or not given:
                 raise ValueError(f"unknown or no {kind}s {unknown}; choose from {list(known)}")
+        if len(set(self.servers)) != len(self.servers):
+            raise ValueError(f"servers must be named once each, got {self.servers}")
+        if self.slo and len(self.servers) > 1:
+            raise ValueError(
+                f"slo {self.slo!r} with servers {self.servers}: a capacity search runs on one "
+                "server (capacity.csv has no server column); give one"
+            )
         if (not self.users and not self.rates) or (self.users and min(self.users) < 1):
             raise ValueError(f"user levels must be >= 1 (or give rates), got {self.users}")
         if self.rates and min(self.rates) < 1:
@@ -201,10 +224,19 @@ class MatrixSpec:
         check_server_env(self.server_env)
         if self.grace_s < self.stall_s:
             raise ValueError(f"grace_s {self.grace_s:g} < stall_s {self.stall_s:g}: no stall seen")
-        for rule in self.skip:
-            parts = rule.split("/")
-            if not 2 <= len(parts) <= 3 or parts[0] not in SCENARIOS or parts[1] not in VARIANTS:
-                raise ValueError(f"skip {rule!r}: write scenario/variant or scenario/variant/users")
+        for kind, rules in (("skip", self.skip), ("repeats_of", list(self.repeats_of))):
+            for rule in rules:
+                parts = rule.split("/")
+                if (
+                    not 2 <= len(parts) <= 3
+                    or parts[0] not in SCENARIOS
+                    or parts[1] not in VARIANTS
+                ):
+                    raise ValueError(
+                        f"{kind} {rule!r}: write scenario/variant or scenario/variant/users"
+                    )
+        if any(not isinstance(n, int) or n < 1 for n in self.repeats_of.values()):
+            raise ValueError(f"repeats_of: passes must be whole numbers >= 1: {self.repeats_of}")
         longest = max(self.server_timeouts().values())
         if self.stall_s < longest + STALL_MARGIN_S:
             raise ValueError(
@@ -268,6 +300,19 @@ class MatrixSpec:
             rule in (f"{scenario}/{variant}", f"{scenario}/{variant}/{users}") for rule in self.skip
         )
 
+    def repeats_for(self, scenario: str, variant: str, users: int) -> int:
+        """The passes a main closed-loop cell runs in: `repeats`, unless `repeats_of` names it
+        (its scenario/variant/users rule first, then its scenario/variant one)."""
+        for rule in (f"{scenario}/{variant}/{users}", f"{scenario}/{variant}"):
+            if rule in self.repeats_of:
+                return self.repeats_of[rule]
+        return self.repeats
+
+    @property
+    def passes(self) -> int:
+        """How many passes the matrix runs: `repeats`, or more where `repeats_of` asks."""
+        return max([self.repeats, *self.repeats_of.values()])
+
     def arm_of(self, cell: Cell) -> "Arm | None":
         """The arm a cell belongs to (None for the main matrix)."""
         return next((a for a in self.arms if a.name == cell.arm), None)
@@ -310,44 +355,68 @@ class MatrixSpec:
         return list(self.async_clients if variant == "async" else self.sync_clients)
 
     def cells(self) -> list[Cell]:
-        """Every cell, repeats outermost so each repeat is a full pass (interleaved repeats)."""
+        """Every cell, repeats outermost so each repeat is a full pass (interleaved repeats),
+        servers innermost (each cell of a pass on every server, one after the other)."""
         sweep: list[int | None] = list(self.token_levels) if len(self.token_levels) > 1 else [None]
         cells = []
-        for repeat in range(1, self.repeats + 1):
+        for repeat in range(1, self.passes + 1):
             cells += [
-                Cell(scenario, variant, client, users, repeat, tokens)
+                Cell(scenario, variant, client, users, repeat, tokens, server=server)
                 for scenario in self.scenarios
                 for variant in self.variants
                 for client in self.clients_for(scenario, variant)
                 for tokens in sweep
                 for users in self.users
                 if not self.skipped(scenario, variant, users)
+                and repeat <= self.repeats_for(scenario, variant, users)
+                for server in self.servers
             ]
+            if repeat > self.repeats:
+                continue
             if not self.slo:
                 cells += [
-                    self.rate_cell(scenario, variant, client, rate, repeat)
+                    self.rate_cell(scenario, variant, client, rate, repeat, server=server)
                     for scenario in self.rate_scenario_list()
                     for variant in self.variants
                     for client in self.clients_for(scenario, variant)
                     for rate in self.rates
                     if not self.skipped(scenario, variant, "rps")
+                    for server in self.servers
                 ]
             cells += [
-                Cell(scenario, variant, client, users, repeat, arm=arm.name)
+                Cell(scenario, variant, client, users, repeat, arm=arm.name, server=server)
                 for arm in self.arms
                 for scenario in arm.scenarios
                 for variant in arm.variants
                 for client in self.clients_for(scenario, variant)
                 if client in arm.clients
                 for users in arm.users
+                for server in self.servers
             ]
         return cells
 
     def rate_cell(
-        self, scenario: str, variant: str, client: str, rate: int, repeat: int, arm: str = ""
+        self,
+        scenario: str,
+        variant: str,
+        client: str,
+        rate: int,
+        repeat: int,
+        arm: str = "",
+        server: str | None = None,
     ) -> Cell:
-        """The rate-mode cell offering `rate` req/s."""
-        return Cell(scenario, variant, client, self.rate_slots, repeat, arm=arm, rate=rate)
+        """The rate-mode cell offering `rate` req/s (on the matrix's first server unless
+        `server` says: a capacity search runs on one)."""
+        return Cell(
+            scenario,
+            variant,
+            client,
+            self.rate_slots,
+            repeat,
+            arm=arm,
+            rate=rate,
+            server=server or self.servers[0],
+        )
 
     def rate_scenario_list(self) -> list[str]:
         """The scenarios that run rate cells or searches."""

@@ -22,6 +22,7 @@ from contract.cell import CellJudged as _Judged
 from contract.cell import CellResult
 from loadtests.assess import Assessed, assess
 from loadtests.context import RunContext
+from loadtests.distributed import missing_workers
 from loadtests.files import write_atomic
 from loadtests.locust_runner import STARTUP_SLACK_S, LocustRun, merge_raw, wait_locust
 from loadtests.plan import CellPlan
@@ -60,7 +61,7 @@ def measure(plan: CellPlan, ctx: RunContext) -> CellResult:
     reason = ""
     try:
         collected = collect(plan, ctx, cell_dir)
-        reason = failure(collected)
+        reason = failure(collected, ctx.load_hosts.placement() if ctx.load_hosts else None)
         if not reason:
             assessed = assess(plan, collected, cell_dir, ctx.pinning.shared_load_core)
     except ServerError as exc:
@@ -102,10 +103,12 @@ def collect(plan: CellPlan, ctx: RunContext, cell_dir: Path) -> Collected:
         host = ctx.target
         if host is None:
             port = free_port()
-            host = f"http://127.0.0.1:{port}"
+            # Load hosts elsewhere reach the server where they reach the master.
+            bind = ctx.load_hosts.master_address if ctx.load_hosts else "127.0.0.1"
+            host = f"http://{bind}:{port}"
             server = stack.enter_context(
                 spawn(
-                    plan.server.argv(port),
+                    plan.server.argv(port, bind),
                     cell_dir / "server.log",
                     env=plan.server.env,
                     cpus=ctx.pinning.server,
@@ -121,13 +124,18 @@ def collect(plan: CellPlan, ctx: RunContext, cell_dir: Path) -> Collected:
         # after the orchestrator itself saw the server ready (a load that blocks the loop at
         # once must not be mistaken for a server that never became ready).
         go = cell_dir / START_FILE
-        cmd = plan.locust_command(ctx, host, server.pid if server is not None else None, go)
+        master_port = free_port() if ctx.load_hosts is not None else None
+        cmd = plan.locust_command(
+            ctx, host, server.pid if server is not None else None, go, master_port
+        )
         (cell_dir / "command.json").write_text(json.dumps(cmd))
         timeout = plan.clock.longest_s + STARTUP_SLACK_S
         # Locust imports while the server starts (other core); both wait for the ready route,
         # which needs no thread, so a server stalled later still counts as ready now.
         with spawn(cmd, cell_dir / "locust.log", cpus=ctx.pinning.load) as locust:
             sampler.watch("loadgen", locust.pid)
+            if ctx.load_hosts is not None and master_port is not None:
+                start_workers(stack, plan, ctx, cell_dir, master_port)
             if server is not None:
                 wait_healthy(server, f"{host}{plan.server.ready_path}", ctx.ready_timeout_s)
             go.touch()
@@ -151,9 +159,31 @@ def collect(plan: CellPlan, ctx: RunContext, cell_dir: Path) -> Collected:
     )
 
 
-def failure(collected: Collected) -> str:
-    """Why a collected cell has no numbers ("" when it has)."""
+def start_workers(
+    stack: ExitStack, plan: CellPlan, ctx: RunContext, cell_dir: Path, port: int
+) -> None:
+    """The cell's Locust workers on the load hosts, each in its own process group (stopped with
+    the cell, whatever happens), its output in `worker-<i>-<host>.log`."""
+    assert ctx.load_hosts is not None
+    scenario = plan.scenario
+    for i, host in enumerate(ctx.load_hosts.placement()):
+        cmd = ctx.load_hosts.worker_command(
+            host, ctx.python, str(scenario.path), scenario.user_classes, port
+        )
+        stack.enter_context(spawn(cmd, cell_dir / f"worker-{i}-{safe(host)}.log"))
+
+
+def safe(name: str) -> str:
+    """A host name usable in a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def failure(collected: Collected, placement: list[str] | None = None) -> str:
+    """Why a collected cell has no numbers ("" when it has); `placement`: the host of each
+    load worker of a distributed cell, each of which must have sent its rows."""
     run, meta = collected.locust, collected.meta
+    if placement is not None and (lost := missing_workers(meta, placement)):
+        return lost
     if collected.server_exit is not None:
         return f"server exited with code {collected.server_exit} during the run"
     if meta.get("not_ready"):

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract import CLIENTS, SERVER_ENV
+from contract import CLIENTS, DEFAULT_SERVER, SERVER_ENV
 from loadtests import postgres
 from loadtests.context import RunContext
+from loadtests.distributed import master_options
 from loadtests.locust_runner import Clock, locust_command
 from loadtests.matrix import Cell, MatrixSpec
 from loadtests.process import server_command
@@ -22,9 +23,8 @@ from servers import db
 from servers.settings import Settings
 
 PORT = "{port}"
-# The ASGI server every run before the server dimension used (issue 20): uvicorn with httptools
-# and uvloop, as `python -m servers` starts it.
-DEFAULT_SERVER = "uvicorn-httptools"
+# The address the server listens on: 127.0.0.1, or the one load hosts reach this machine at.
+BIND = "{bind}"
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,14 @@ class ServerPlan:
     cwd: Path | None = None
     ready_path: str = "/ready"
     metrics_path: str = "/metrics"
+    # The ASGI server (contract.SERVERS), recorded as cell.json and summary `server`.
     name: str = DEFAULT_SERVER
     # Files the server leaves that the cell deletes once it is over (its SQLite database).
     scratch: tuple[Path, ...] = ()
 
-    def argv(self, port: int) -> list[str]:
-        """The command line for `port`."""
-        return [part.replace(PORT, str(port)) for part in self.command]
+    def argv(self, port: int, bind: str = "127.0.0.1") -> list[str]:
+        """The command line for `port`, listening on `bind`."""
+        return [part.replace(PORT, str(port)).replace(BIND, bind) for part in self.command]
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,11 @@ class CellPlan:
         host: str,
         server_pid: int | None = None,
         start_file: Path | None = None,
+        master_port: int | None = None,
     ) -> list[str]:
         """The Locust command line (with the server's pid, it can dump its threads; with a
-        start file, it waits for it before the load)."""
+        start file, it waits for it before the load; with load hosts, the master's, on
+        `master_port`)."""
         options = dict(self.locust_options)
         if server_pid is not None and self.dump_after_s:
             options.update(server_pid=server_pid, dump_after=self.dump_after_s)
@@ -102,6 +105,11 @@ class CellPlan:
             options=options,
             processes=ctx.locust_processes,
             python=ctx.python,
+            master=(
+                master_options(ctx.load_hosts.workers, master_port or 0)
+                if ctx.load_hosts is not None
+                else None
+            ),
         )
 
 
@@ -191,15 +199,17 @@ def db_driver(env: dict[str, str], variant: str) -> str:
 
 
 def plan_cell(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> CellPlan:
-    """The plan of one cell of the lab's matrix: `python -m servers <variant>` with its env."""
+    """The plan of one cell of the lab's matrix: `python -m servers <variant> [--server NAME]`
+    with its env."""
     env = server_env(cell, spec, ctx)
-    command = tuple(server_command(cell.variant, 0, ctx.python)[:-1]) + (PORT,)
+    command = tuple(server_command(cell.variant, 0, ctx.python, cell.server)[:-1]) + (PORT,)
+    command = tuple(BIND if part == "127.0.0.1" else part for part in command)
     database = env[SERVER_ENV["db_path"]]
     scratch = tuple(Path(f"{database}{suffix}") for suffix in ("", "-wal", "-shm", "-journal"))
     return CellPlan(
         cell=cell,
         scenario=ctx.scenarios[cell.scenario],
-        server=ServerPlan(command, env, scratch=scratch),
+        server=ServerPlan(command, env, scratch=scratch, name=cell.server),
         locust_options=locust_options(cell, spec),
         clock=spec.clock(),
         spawn_rate=spec.spawn_rate,

@@ -17,6 +17,8 @@ from typing import Any
 
 import psutil
 
+from contract import DEFAULT_SERVER
+
 
 class ServerError(RuntimeError):
     """The server did not come up (early exit, health timeout)."""
@@ -216,9 +218,11 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0)
     raise ServerError(f"not healthy after {timeout:g} s")
 
 
-def server_command(app: str, port: int, python: str) -> list[str]:
-    """The command line of one lab app."""
-    return [python, "-m", "servers", app, "--host", "127.0.0.1", "--port", str(port)]
+def server_command(app: str, port: int, python: str, server: str = DEFAULT_SERVER) -> list[str]:
+    """The command line of one lab app under one ASGI server (contract.SERVERS); the default
+    server's is the command every run before the server dimension used, without `--server`."""
+    chosen = [] if server == DEFAULT_SERVER else ["--server", server]
+    return [python, "-m", "servers", app, *chosen, "--host", "127.0.0.1", "--port", str(port)]
 
 
 @contextmanager
@@ -230,11 +234,13 @@ def run_server(
     python: str = "python",
     cwd: Path | None = None,
     timeout: float = 30.0,
+    server: str = DEFAULT_SERVER,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Start `python -m servers <app>` on a free port, wait for /health, yield (process, url)."""
+    """Start `python -m servers <app>` under `server` on a free port, wait for /health, yield
+    (process, url)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with spawn(server_command(app, port, python), log_path, env, cpus, cwd) as proc:
+    with spawn(server_command(app, port, python, server), log_path, env, cpus, cwd) as proc:
         wait_healthy(proc, f"{url}/health", timeout)
         yield proc, url
 

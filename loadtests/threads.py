@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import contract
+
 # py-spy prints `Thread 123 (idle): "AnyIO worker thread"`, then one frame per line, innermost
 # first: `    function (file.py:line)`.
 _THREAD = re.compile(r'^Thread (\d+) \(([^)]*)\)(?:: "(.*)")?\s*$')
@@ -189,7 +191,7 @@ def diagnosis(workers: int, waits: Counter[str]) -> str:
     busy = workers - waits.get(IDLE, 0)
     head = ""
     if waits.get(SELF_DEADLOCK):
-        head = "self-deadlock: "
+        head = f"{contract.SELF_DEADLOCK}: "
     elif busy and waits.get(DB_CONNECTION, 0) + waits.get(UPSTREAM_CONNECTION, 0) >= busy:
         head = "every busy worker thread waits for a pooled connection: "
     return head + "; ".join(parts)

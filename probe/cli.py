@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from loadtests import distributed
 from loadtests.process import STOP_GRACE_S, on_interrupt, reset_interrupts
 from probe.requests import RequestsFileError
 from probe.run import ProbeInputError, ProbeOptions, probe
@@ -46,6 +47,7 @@ def probe_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-ms", type=float, help="loop held this long: an episode, ms")
     parser.add_argument("--resume", action="store_true", help="keep cells already measured")
     parser.add_argument("--dry-run", action="store_true", help="inventory, smoke and plan only")
+    distributed.add_cli_args(parser)
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -66,6 +68,7 @@ def run_probe(args: argparse.Namespace) -> int:
             users=args.users,
             stall_s=args.stall,
             block_ms=args.block_ms,
+            load_hosts=distributed.from_cli_args(args),
         )
         options.settings()
         done_before = list(args.out.glob("*/cell.json")) if args.out.exists() else []

@@ -32,11 +32,12 @@ from rich.console import Console
 from contract.cell import CellResult
 from contract.slo import SloCheck, check, parse_slo
 from loadtests.context import RunContext
+from loadtests.distributed import LoadHosts
 from loadtests.files import write_atomic
 from loadtests.locust_runner import Clock as LocustClock
 from loadtests.matrix import Cell
 from loadtests.measure import measure
-from loadtests.plan import PORT, CellPlan, ServerPlan
+from loadtests.plan import BIND, PORT, CellPlan, ServerPlan
 from loadtests.process import Pinning, ServerError, free_port, log_tail, spawn, wait_healthy
 from loadtests.runner import describe
 from loadtests.scenarios import Scenario
@@ -80,6 +81,8 @@ class ProbeOptions:
     stall_s: float | None = None
     block_ms: float | None = None
     python: str = sys.executable
+    # Locust workers on other hosts (loadtests/distributed.py); None: Locust runs here.
+    load_hosts: LoadHosts | None = None
 
     def settings(self) -> probe_plan.Settings:
         """The probe's settings: the default or `--quick` plan with the options applied."""
@@ -128,6 +131,8 @@ def serve_command(
         "-m",
         "probe.serve",
         *options.target.argv(),
+        "--host",
+        BIND,
         "--port",
         PORT,
         "--arm",
@@ -184,7 +189,8 @@ def run_smoke(
     host = f"http://127.0.0.1:{port}"
     log = options.out / "smoke-server.log"
     argv = [
-        part.replace(PORT, str(port)) for part in serve_command(options, Arm(), settings.block_ms)
+        part.replace(PORT, str(port)).replace(BIND, "127.0.0.1")
+        for part in serve_command(options, Arm(), settings.block_ms)
     ]
     with spawn(argv, log) as server:
         try:
@@ -335,11 +341,17 @@ class Probe:
     ) -> dict[str, Any] | None:
         """The route's capacity at the SLO: a search over rates from its closed-loop best."""
         slo = parse_slo(self.settings.slo)
-        # The app as written (no arm, no token count of its own): valid, not stalled.
+        # The app as written (no arm, no token count of its own), not stalled, valid or invalid
+        # only because the load generator saturated (its throughput is then a floor, and the
+        # search's top rates will say the load side limited them: `load_side`).
         counted = [
             r
             for r in results
-            if r.ok and r.valid and not r.stalled and not r.arm and "__t" not in r.cell_id
+            if r.ok
+            and not r.stalled
+            and not r.arm
+            and "__t" not in r.cell_id
+            and (r.valid or r.invalid_reason.startswith("load generator at"))
         ]
         best = max((r.metrics.served_rps or r.metrics.rps or 0.0 for r in counted), default=0.0)
         rates = probe_plan.ladder(best, self.settings)
@@ -431,7 +443,12 @@ def probe(options: ProbeOptions, console: Console) -> int:
     write_atomic(options.out / PROBE_FILE, json.dumps(document, indent=2, default=str))
     if options.dry_run:
         return 2 if bad else 0
-    ctx = RunContext(out=options.out, pinning=Pinning.plan(), python=options.python)
+    ctx = RunContext(
+        out=options.out,
+        pinning=Pinning.plan(),
+        python=options.python,
+        load_hosts=options.load_hosts,
+    )
     run = Probe(options, settings, ctx, smoke)
     extra = {
         "kind": "probe",

@@ -89,8 +89,8 @@ class Episode:
     start: float
     held_s: float = 0.0
     samples: dict[Site, int] = field(default_factory=dict)
-    # (start epoch s, seconds, site) of each call that held the loop in this episode.
-    holds: list[tuple[float, float, Site]] = field(default_factory=list)
+    # (start epoch s, seconds, site, loop thread CPU seconds) of each call that held the loop.
+    holds: list[tuple[float, float, Site, float | None]] = field(default_factory=list)
 
     def site(self) -> Site | None:
         """The site most samples fell on."""
@@ -177,6 +177,16 @@ class SiteFinder:
         return site, found
 
 
+def _thread_clock(thread: int | None) -> int | None:
+    """The CPU clock of a thread (its ident), where the platform has one."""
+    if thread is None:
+        return None
+    try:
+        return time.pthread_getcpuclockid(thread)
+    except (AttributeError, OSError):
+        return None
+
+
 def _short(filename: str) -> str:
     parts = Path(filename).parts
     for anchor in ("site-packages", "dist-packages", "lib"):
@@ -222,14 +232,25 @@ class LoopWatch:
         # address), site, and when it was first and last seen.
         frame_held: FrameType | None = None
         held_site: Site | None = None
+        # The sites the held call's samples fell on: the hold is named by the most frequent
+        # (its first sample may still be at the call's first line, before the blocking call).
+        held_sites: dict[Site, int] = {}
         first = last = 0.0
+        # The loop thread's own CPU time (Linux: its pthread CPU clock), read when a heartbeat
+        # is seen and at each sample: a hold of pure-Python code that used no CPU was the
+        # thread waiting for a core (a busy machine), not the app holding the loop.
+        clock = _thread_clock(self._loop_thread)
+        cpu_beat = cpu_first = cpu_last = time.clock_gettime(clock) if clock is not None else 0.0
 
         def close_hold(episode: Episode | None) -> None:
             nonlocal frame_held, held_site
             if episode is not None and held_site is not None:
+                held_site = max(held_sites, key=held_sites.__getitem__) if held_sites else held_site
                 wall = time.time() - (time.perf_counter() - first)
-                episode.holds.append((wall, last - first, held_site))
+                cpu = (cpu_last - cpu_first) if clock is not None else None
+                episode.holds.append((wall, last - first, held_site, cpu))
             frame_held, held_site = None, None
+            held_sites.clear()
 
         # (-1, ...): the first pass writes, so the file exists even if the loop is never held.
         written_at, written = 0.0, (-1, False)
@@ -243,6 +264,8 @@ class LoopWatch:
                 close_hold(current)
                 self._keep(current)
                 self.current = current = None
+            if beat != beat_seen and clock is not None:
+                cpu_beat = time.clock_gettime(clock)
             beat_seen = beat
             state = (len(self.episodes), current is not None)
             if now - written_at >= WRITE_S and (state != written or current is not None):
@@ -259,13 +282,16 @@ class LoopWatch:
             current.held_s = now - beat - HEARTBEAT_S
             site, user_frame = self.finder.site_and_frame(frame)
             current.samples[site] = current.samples.get(site, 0) + 1
+            cpu_now = time.clock_gettime(clock) if clock is not None else 0.0
             if user_frame is None or user_frame is not frame_held:
                 close_hold(current)
                 frame_held, held_site = user_frame, site
                 # The first call of an episode held the loop since the heartbeat went quiet; a
                 # later one since the last sample of the call before it (they tile the episode).
                 first = beat + HEARTBEAT_S if opened else last
-            last = now
+                cpu_first = cpu_beat if opened else cpu_last
+            held_sites[site] = held_sites.get(site, 0) + 1
+            last, cpu_last = now, cpu_now
             del frame, user_frame
         self.write()
 
@@ -320,15 +346,11 @@ class LoopWatch:
                 ongoing = row
             else:
                 episodes.append(row)
-            for began, seconds, where in list(ep.holds):
+            for began, seconds, where, cpu in list(ep.holds):
                 if where.library != LAB:
-                    holds.append(
-                        [
-                            round(began, 4),
-                            round(seconds * 1000, 3),
-                            sites.setdefault(where, len(sites)),
-                        ]
-                    )
+                    index = sites.setdefault(where, len(sites))
+                    cpu_ms = None if cpu is None else round(cpu * 1000, 3)
+                    holds.append([round(began, 4), round(seconds * 1000, 3), index, cpu_ms])
         return {
             "threshold_ms": self.threshold_s * 1000,
             "heartbeat_ms": HEARTBEAT_S * 1000,
@@ -350,8 +372,9 @@ class LoopWatch:
             "episodes": episodes,
             # An episode still under way when the report was written (the loop is held now).
             "ongoing": ongoing,
-            # [start epoch s, held ms, index into sites]: each call of the user's code that held
-            # the loop (an episode under load spans several calls run back to back).
+            # [start epoch s, held ms, index into sites, the loop thread's CPU ms in it (None
+            # where the platform has no thread CPU clock)]: each call of the user's code that
+            # held the loop (an episode under load spans several calls run back to back).
             "holds": holds,
             "written_at": time.time(),
             "facts": self.facts,

@@ -17,7 +17,7 @@ def test_the_abandon_matrix_runs_every_style_with_and_without_the_fix_in_minutes
     assert arm.env == {"cancel_on_disconnect": True}
     assert set(arm.variants) == set(spec.variants) and set(arm.scenarios) == set(spec.scenarios)
     cells = spec.cells()
-    assert len(cells) == 12 and {c.arm for c in cells} == {"", "cancel"}
+    assert len(cells) == 24 and {c.arm for c in cells} == {"", "cancel"}
     assert spec.estimate_s() < 5 * 60
     # Every user gives up before its answer could come: the upstream's and the query's wait.
     assert spec.request_timeout_s < spec.upstream_latency_ms("chat_abandon") / 1000

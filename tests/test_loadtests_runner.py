@@ -158,6 +158,7 @@ def test_cpu_sampler_maths() -> None:
     assert sampler.percent("missing", 0.0, 3.0) is None
 
 
+@pytest.mark.timing  # a CPU share: run alone (make test)
 def test_cpu_sampler_measures_this_process() -> None:
     with CpuSampler(interval=0.05) as sampler:
         sampler.watch("me", os.getpid())

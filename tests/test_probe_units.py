@@ -330,7 +330,7 @@ def test_the_sampler_names_the_line_that_holds_the_loop_and_not_one_that_awaits(
     report = watch.report()
     sites = report["sites"]
     holds = {}
-    for _began, held_ms, index in report["holds"]:
+    for _began, held_ms, index, _cpu in report["holds"]:
         site = sites[index]
         if held_ms >= report["threshold_ms"]:
             holds.setdefault((site["file"], site["line"], site["call"]), []).append(held_ms)
@@ -362,3 +362,24 @@ def test_the_sampler_writes_its_report_from_its_own_thread(tmp_path: Path) -> No
     asyncio.run(main())
     during = seen[0]
     assert during["ongoing"] is not None and during["ongoing"][1] >= 400
+
+
+def test_a_pure_python_hold_without_cpu_is_the_machines_not_the_apps() -> None:
+    from analysis.load.probe import held_in_window
+
+    blocking = {
+        "threshold_ms": 10.0,
+        "sites": [
+            {"file": "app.py", "line": 3, "call": "", "library": "", "route": "r"},
+            {"file": "app.py", "line": 7, "call": "time.sleep", "library": "", "route": "r"},
+        ],
+        "holds": [
+            [100.0, 40.0, 0, 39.0],  # CPU work: kept
+            [100.1, 40.0, 0, 2.0],  # pure Python, no CPU: the thread waited for a core
+            [100.2, 60.0, 1, 0.5],  # a blocking call uses no CPU: kept
+            [100.3, 5.0, 1, 0.1],  # under the threshold: a slice of a longer episode
+            [200.0, 60.0, 1, 0.5],  # outside the window
+        ],
+    }
+    held = {h.site: h.held_ms for h in held_in_window(blocking, 99.0, 150.0, "r")}
+    assert held == {"app.py:3": (40.0,), "app.py:7": (60.0,)}

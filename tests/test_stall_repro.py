@@ -27,7 +27,8 @@ import pytest
 
 from loadtests.process import run_server
 
-pytestmark = pytest.mark.integration
+# Concurrency is what these tests assert: `make test` runs them alone, after the parallel part.
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_STREAM = {

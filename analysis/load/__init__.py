@@ -21,7 +21,10 @@ from analysis.load.run import (
     load_run,
     load_summary,
     load_window,
+    main_server,
     metric_series,
+    of_server,
+    servers_of,
     split_rates,
 )
 
@@ -43,6 +46,9 @@ __all__ = [
     "load_run",
     "load_summary",
     "load_window",
+    "main_server",
     "metric_series",
+    "of_server",
+    "servers_of",
     "split_rates",
 ]

@@ -12,12 +12,28 @@ import contract
 RULED: frozenset[str] = frozenset(contract.raw_column(c) for c in contract.PERCENTILE_RULE)
 
 
-def derive(frame: pd.DataFrame, missing: tuple[str, ...]) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """Fill absent contract columns that other columns determine; return how, one note each."""
+def derive(
+    frame: pd.DataFrame, missing: tuple[str, ...], *, target: bool = False
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Fill absent contract columns that other columns determine; return how, one note each.
+
+    `target`: the run measured a server the lab did not start (`--target`), whose ASGI server
+    it cannot name; its empty `server` stays empty.
+    """
     out = frame.copy()
     notes: list[str] = []
     absent = set(missing)
     ok = out["status"] == "ok"
+    if not target and "server" in out:
+        # Every cell before the column ran under `python -m servers` as it was then.
+        blank = out["server"].astype(str).str.strip().isin(("", "nan"))
+        if blank.any():
+            out["server"] = out["server"].astype(object)
+            out.loc[blank, "server"] = contract.DEFAULT_SERVER
+            notes.append(
+                f"`server` = `{contract.DEFAULT_SERVER}` where empty (the cells predate the "
+                "column: the lab started every server with uvicorn, uvloop and httptools)"
+            )
     if "ok" in absent and not {"requests", "failures"} & absent:
         # Older runs counted completed requests (failures included) and left in-flight ones out.
         requests = out["requests"].astype("Float64")

@@ -159,16 +159,23 @@ def held_in_window(
 
     An episode still under way when the file was last written (a loop held for good) counts
     as one call. A call shorter than the threshold is a slice of a longer episode (the framework
-    between two of the app's calls), not a block of its own.
+    between two of the app's calls), not a block of its own. A hold of pure-Python code (no
+    call under it) in which the loop thread used less than half the time in CPU is the
+    machine's doing, not the app's, and is left out.
     """
     sites = blocking.get("sites", [])
     ongoing = blocking.get("ongoing")
     rows = [*blocking.get("holds", []), *([ongoing] if ongoing else [])]
     threshold = float(blocking.get("threshold_ms", 0.0))
     grouped: dict[int, list[float]] = {}
-    for began, held_ms, index in rows:
-        if start <= began < end and held_ms >= threshold:
-            grouped.setdefault(int(index), []).append(float(held_ms))
+    for began, held_ms, index, *cpu in rows:
+        if not start <= began < end or held_ms < threshold:
+            continue
+        if not sites[index].get("call") and cpu and cpu[0] is not None and cpu[0] < held_ms / 2:
+            # Pure-Python code "holding" the loop without the CPU to do it: the loop thread was
+            # waiting for a core (a busy machine preempted it), not running the app.
+            continue
+        grouped.setdefault(int(index), []).append(float(held_ms))
     out = []
     for index, values in grouped.items():
         site = sites[index]

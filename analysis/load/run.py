@@ -20,13 +20,20 @@ from analysis.load.schema import (
     METRICS_COLUMNS,
     OFFERED,
     REQUESTS_COLUMNS,
+    SERVER_KEY,
     STATUSES,
     SUMMARY_COLUMNS,
     SWEEP_KEY,
     Column,
 )
 from analysis.vocabulary import style_of
-from contract import CALIBRATION_KEYS, CAPACITY_BOUNDS, MANIFEST_SCHEMA_VERSION
+from contract import (
+    CALIBRATION_KEYS,
+    CAPACITY_BOUNDS,
+    DEFAULT_SERVER,
+    MANIFEST_SCHEMA_VERSION,
+    SERVERS,
+)
 from contract.cell import CellResult
 from contract.slo import parse_slo
 
@@ -70,11 +77,23 @@ class Run:
     capacity: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Planned cells that are not in summary.csv, and cells measured but not in it.
     completeness: Completeness = field(default_factory=Completeness)
+    # The ASGI server `summary` and `rates` hold (summary `server`): when a run spans several,
+    # every analysis but the servers section reads this one's cells only (contract's default
+    # when the run has it), so no style's repeats ever mix servers. "" when none is named.
+    server: str = ""
+    # The closed-loop rows of every server (the same rows as `summary` in a one-server run):
+    # what the servers section (analysis.sections.servers) compares.
+    every_server: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
         """The run id: the folder's name."""
         return self.path.resolve().name
+
+    @property
+    def servers(self) -> list[str]:
+        """The ASGI servers of the run's closed-loop cells, in contract.SERVERS order."""
+        return servers_of(self.every_server)
 
 
 def load_run(path: Path | str) -> Run:
@@ -84,21 +103,48 @@ def load_run(path: Path | str) -> Run:
         raise RunFormatError(path, "not a run folder (no such directory)")
     manifest = load_manifest(path / MANIFEST_FILE)
     summary, missing = load_summary(path / SUMMARY_FILE)
-    summary, derived = derive(summary, missing)
+    summary, derived = derive(summary, missing, target=bool(manifest.get("target")))
+    server = main_server(summary)
     closed, rates = split_rates(summary)
     capacity = load_capacity(path / CAPACITY_FILE)
     return Run(
         path,
         manifest,
-        closed,
+        of_server(closed, server),
         missing_columns=missing,
         derived=derived,
-        rates=rates,
+        rates=of_server(rates, server),
         capacity=capacity,
         completeness=completeness(
             path, manifest.get("cells", []), summary["cell_id"], manifest.get("sessions", [])
         ),
+        server=server,
+        every_server=closed,
     )
+
+
+def servers_of(frame: pd.DataFrame) -> list[str]:
+    """The ASGI servers named in a frame's `server` column, contract.SERVERS first, in order."""
+    if "server" not in frame or frame.empty:
+        return []
+    present = {str(s).strip() for s in frame["server"] if str(s).strip() not in ("", "nan")}
+    return [s for s in SERVERS if s in present] + sorted(present - set(SERVERS))
+
+
+def main_server(summary: pd.DataFrame) -> str:
+    """The server a run's analysis reads: the contract's default when the run has it, else the
+    first it names ("" when it names none, e.g. a `--target` run)."""
+    named = servers_of(summary)
+    if DEFAULT_SERVER in named:
+        return DEFAULT_SERVER
+    return named[0] if named else ""
+
+
+def of_server(frame: pd.DataFrame, server: str) -> pd.DataFrame:
+    """The rows of one server (every row when `server` is "": no server is named)."""
+    if not server or frame.empty:
+        return frame
+    return frame[frame["server"].astype(str).str.strip() == server].reset_index(drop=True)
 
 
 def add_style(frame: pd.DataFrame) -> pd.DataFrame:
@@ -256,9 +302,10 @@ def load_summary(path: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
             raise RunFormatError(path, f"column `{name}`: values must be >= 1")
     if (frame[OFFERED] <= 0).any():
         raise RunFormatError(path, f"column `{OFFERED}`: a rate cell's offered rate must be > 0")
-    # A token sweep repeats a cell at several token counts: those rows are distinct cells.
-    # A rate cell is one cell per offered rate; `users` there is only its connection cap.
-    dup = frame.duplicated([*CELL_KEY, SWEEP_KEY, OFFERED], keep=False)
+    # A token sweep repeats a cell at several token counts, a server sweep under several
+    # servers: those rows are distinct cells. A rate cell is one cell per offered rate; `users`
+    # there is only its connection cap.
+    dup = frame.duplicated([*CELL_KEY, SWEEP_KEY, SERVER_KEY, OFFERED], keep=False)
     if dup.any():
         cells = ", ".join(frame.loc[dup, "cell_id"].head(_SHOWN_BAD_ROWS))
         raise RunFormatError(path, f"the same cell x repeat appears twice: {cells}")

@@ -87,5 +87,7 @@ BLANK_TRUE: frozenset[str] = frozenset({"steady", "observe"})
 CELL_KEY: tuple[str, ...] = ("scenario", "variant", "client", "arm", "users", "repeat")
 # A threadpool sweep runs the same cell at several token counts (`__t<tokens>` in the cell id).
 SWEEP_KEY: str = "threadpool_tokens"
+# A run over several ASGI servers runs the same cell under each (`__sv-<server>` in the cell id).
+SERVER_KEY: str = "server"
 
 STATUSES: frozenset[str] = frozenset(contract.STATUSES)

@@ -227,6 +227,7 @@ def build_report(
         Heading("The question"),
         Paragraph(QUESTION),
         Heading("Verdicts"),
+        *server_scope(run),
         Paragraph(verdict_rule(decided)),
         Paragraph(rule_text()),
         verdict_table(
@@ -427,6 +428,22 @@ def settings_table(run: Run) -> Table:
         "ASGI server",
     ]
     return Table(header, rows)
+
+
+def server_scope(run: Run) -> list[Block]:
+    """For a run whose cells span several ASGI servers: whose cells the verdicts read."""
+    if len(run.servers) < 2:
+        return []
+    others = ", ".join(f"`{s}`" for s in run.servers if s != run.server)
+    return [
+        Paragraph(
+            f"This run served its cells under {len(run.servers)} ASGI servers. The verdicts, "
+            'the tables and charts of this report and every section but "Which ASGI server" '
+            f"read the `{run.server}` cells only ({len(run.summary)} of "
+            f"{len(run.every_server)} closed-loop cells), so no style's repeats mix servers; "
+            f'{others} are compared with it in "Which ASGI server".'
+        )
+    ]
 
 
 def verdict_rule(decided: Verdicts) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 from analysis.judge.verdict import Verdicts, decide_verdicts
 from analysis.load.run import Run
 from analysis.report.document import Block
-from analysis.sections import capacity, clients, databases, probe, stalls, threadpool
+from analysis.sections import capacity, clients, databases, probe, servers, stalls, threadpool
 from analysis.sections.protocol import Place, Section, Shown, is_standalone
 
 # In report order within each place (protocol.Place).
@@ -41,6 +41,7 @@ SECTIONS: tuple[Section[Any], ...] = (
     capacity.SECTION,
     stalls.SECTION,
     clients.SECTION,
+    servers.SECTION,
     databases.SECTION,
     threadpool.SECTION,
 )

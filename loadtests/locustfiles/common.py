@@ -25,6 +25,7 @@ flight; an arrival due while all of them are busy is recorded in `slots_full`.
 
 import csv
 import functools
+import io
 import json
 import os
 import random
@@ -90,6 +91,9 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--dump-after", type=float, default=0.0, help="no completion: py-spy, s")
     group.add_argument("--probe-requests", default="", help="probe: JSON file of requests")
     group.add_argument("--start-file", default="", help="start once this file exists")
+    group.add_argument(
+        "--lab-workers", type=int, default=0, help="distributed: the workers the master expects"
+    )
     group.add_argument("--rate", type=float, default=0.0, help="open loop: arrivals per second")
     group.add_argument("--arrivals", default=ARRIVALS[0], choices=ARRIVALS, help="rate mode")
     group.add_argument("--arrival-seed", type=int, default=0, help="rate mode: schedule seed")
@@ -155,6 +159,7 @@ class Recorder:
         self.intended: dict[Any, float] = {}
         self.idle = 0
         self.full_at: list[float] = []
+        self.closed = False
 
     def row(
         self,
@@ -213,7 +218,14 @@ class Recorder:
         return sum(1 for f in self.flights.values() if f.kind == kind and not f.done)
 
     def close(self) -> None:
-        """Censor what is in flight or never sent, then write this process's rows and facts."""
+        """Censor what is in flight or never sent, then write this process's rows and facts.
+
+        A worker of a distributed run sends them to the master instead (`remote.send_rows`):
+        its host may not share the master's disk. Only the first call does anything.
+        """
+        if self.closed:
+            return
+        self.closed = True
         now = time.time()
         for flight in list(self.flights.values()):
             if not flight.done:
@@ -232,14 +244,27 @@ class Recorder:
             lo, hi = self.meta.get("window_start") or 0.0, self.meta.get("window_end") or now
             in_window = [t for t in self.full_at if lo <= t < hi]
             self.meta["slots_full_at"] = in_window[:FULL_KEPT]
-        if not STATE.raw_dir:
-            return
-        with open(Path(STATE.raw_dir) / f"requests.{self.pid}.csv", "w", newline="") as f:
-            csv.writer(f).writerows(row.csv() for row in self.rows)
         self.meta["pid"] = self.pid
         self.meta["rows"] = len(self.rows)
         self.meta["last_completion"] = self.last_completion
-        (Path(STATE.raw_dir) / f"meta.{self.pid}.json").write_text(json.dumps(self.meta))
+        if STATE.send_rows is not None:
+            STATE.send_rows(self)
+            return
+        if not STATE.raw_dir:
+            return
+        write_rows(Path(STATE.raw_dir), str(self.pid), self.csv_text(), self.meta)
+
+    def csv_text(self) -> str:
+        """The rows as requests.csv lines (no header)."""
+        out = io.StringIO()
+        csv.writer(out).writerows(row.csv() for row in self.rows)
+        return out.getvalue()
+
+
+def write_rows(folder: Path, name: str, rows: str, meta: dict[str, Any]) -> None:
+    """One process's `requests.<name>.csv` and `meta.<name>.json` (merged by the orchestrator)."""
+    (folder / f"requests.{name}.csv").write_text(rows, newline="")
+    (folder / f"meta.{name}.json").write_text(json.dumps(meta))
 
 
 class OpenLoop:
@@ -324,6 +349,8 @@ class State:
     raw_dir: str = ""
     recorder: Recorder = field(default_factory=Recorder)
     open_loop: OpenLoop | None = None
+    # A distributed run's worker sends its rows to the master (loadtests/locustfiles/remote.py).
+    send_rows: Callable[[Recorder], None] | None = None
 
 
 STATE = State()
@@ -337,6 +364,9 @@ def _configure(environment: Environment, **_: Any) -> None:
     if opts is None:
         return
     STATE.raw_dir = opts.raw_dir
+    from loadtests.locustfiles import remote
+
+    remote.configure(environment)
     for user_class in environment.user_classes:
         # A queue of users x latency must be measured, not cut short by Locust's 60 s default.
         user_class.network_timeout = opts.request_timeout
@@ -390,7 +420,9 @@ def run_clock(runner: Any, opts: Any) -> None:
     began = STATE.recorder.meta["test_start"]
     gevent.sleep(max(0.0, began + opts.warmup_seconds - time.time()))
     # The master of several processes runs no users: it cannot see them answered, nor samples.
-    local = not isinstance(runner, WorkerRunner) and (opts.processes or 1) <= 1
+    local = (
+        not isinstance(runner, WorkerRunner) and (opts.processes or 1) <= 1 and not opts.lab_workers
+    )
     while (
         local
         and STATE.open_loop is None
@@ -419,6 +451,10 @@ def run_clock(runner: Any, opts: Any) -> None:
     if STATE.open_loop is not None:
         # No arrival after the window; those queued are still sent (see `back_to_back`).
         STATE.open_loop.closed_at = STATE.recorder.meta["window_end"]
+    if opts.lab_workers:
+        from loadtests.locustfiles import remote
+
+        remote.end_window(runner, opts, start, STATE.recorder.meta["window_end"])
     runner.quit()
 
 
@@ -486,7 +522,10 @@ def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any
     # gevent's subprocess: the users go on while py-spy reads the server.
     try:
         done = gevent.subprocess.run(
-            [exe, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+            [exe, "dump", "--subprocesses", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except (OSError, gevent.subprocess.TimeoutExpired) as exc:
         info["error"] = f"py-spy failed: {exc!r}"
@@ -499,11 +538,20 @@ def dump_threads(pid: int, out: Path, now: float, since: float) -> dict[str, Any
 @events.test_start.add_listener
 def _test_start(environment: Environment, **_: Any) -> None:
     STATE.recorder.meta["test_start"] = time.time()
+    from loadtests.locustfiles import remote
+
+    remote.announce(environment)
     opts = environment.parsed_options
     runner = environment.runner
-    if opts is not None and opts.rate and not isinstance(runner, WorkerRunner):
+    worker = isinstance(runner, WorkerRunner)
+    if opts is not None and opts.rate and opts.lab_workers and worker:
+        # Distributed: each worker walks its share of the rate on its own seeded schedule.
+        share, seed = opts.rate / opts.lab_workers, opts.arrival_seed + 7919 * runner.worker_index
+        STATE.open_loop = OpenLoop(share, opts.arrivals, seed, time.time())
+        gevent.spawn(STATE.open_loop.dispatch)
+    elif opts is not None and opts.rate and not worker and not opts.lab_workers:
         if (opts.processes or 1) > 1:
-            raise SystemExit("--rate runs in one Locust process (the schedule is not split)")
+            raise SystemExit("--rate with several processes needs --lab-workers (the orchestrator)")
         STATE.open_loop = OpenLoop(opts.rate, opts.arrivals, opts.arrival_seed, time.time())
         gevent.spawn(STATE.open_loop.dispatch)
     if opts is not None and opts.dump_after and opts.server_pid and opts.raw_dir:
@@ -539,8 +587,11 @@ def _test_stopping(environment: Environment, **_: Any) -> None:
 
 
 @events.test_stop.add_listener
-def _test_stop(**_: Any) -> None:
+def _test_stop(environment: Environment, **_: Any) -> None:
     STATE.recorder.meta["test_stop"] = time.time()
+    if STATE.send_rows is not None and isinstance(environment.runner, WorkerRunner):
+        # Distributed: the drain is over on this worker; the master waits for its rows.
+        STATE.recorder.close()
 
 
 @events.quitting.add_listener

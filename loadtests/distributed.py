@@ -1,0 +1,177 @@
+"""Load from several hosts: a Locust master here, workers on each load host (Locust's own
+distributed mode), reached by a command prefix.
+
+`--locust-hosts a,b` with `--host-prefix "ssh {host}"` (real machines: the same checkout and
+venv at the same path on each, and the machines' clocks in sync, since a row's place in the
+window is its start time) or `"ip netns exec {host}"` (the tests: namespaces on one machine).
+Each host runs `--workers-per-host` workers; they connect to the master at `--master-address`
+(how the hosts reach this machine) on a free port. The workers send their rows to the master
+(loadtests/locustfiles/remote.py), so a host needs no shared disk; each worker's own CPU comes
+with them, and a cell is invalid when any worker saturated its core (`worker_cpu`).
+
+Pure: command lines and the CPU arithmetic; loadtests.measure starts the processes.
+"""
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from contract import LOADGEN_MAX_PCT
+
+DEFAULT_PREFIX = "ssh {host}"
+# Each worker's host, as the orchestrator names it, in the worker's environment.
+HOST_ENV = "LAB_LOAD_HOST"
+
+
+@dataclass(frozen=True)
+class LoadHosts:
+    """Where the Locust workers of a run go, and how the orchestrator reaches each host."""
+
+    hosts: tuple[str, ...]
+    prefix: str = DEFAULT_PREFIX
+    workers_per_host: int = 1
+    # The address the load hosts reach the master at (this machine as they see it).
+    master_address: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not self.hosts or any(not h.strip() for h in self.hosts):
+            raise ValueError("--locust-hosts: name at least one host, comma-separated")
+        if "{host}" not in self.prefix:
+            raise ValueError(f"--host-prefix {self.prefix!r} has no {{host}} to fill in")
+        if self.workers_per_host < 1:
+            raise ValueError("--workers-per-host must be >= 1")
+
+    @property
+    def workers(self) -> int:
+        """Workers in all."""
+        return len(self.hosts) * self.workers_per_host
+
+    def placement(self) -> list[str]:
+        """The host of each worker, in start order."""
+        return [h for h in self.hosts for _ in range(self.workers_per_host)]
+
+    def worker_command(
+        self, host: str, python: str, locustfile: str, user_classes: Sequence[str], port: int
+    ) -> list[str]:
+        """One worker's command line on `host` (the lab's options come from the master)."""
+        return [
+            *shlex.split(self.prefix.format(host=host)),
+            "env",
+            f"{HOST_ENV}={host}",
+            python,
+            "-m",
+            "locust",
+            "-f",
+            locustfile,
+            *user_classes,
+            "--worker",
+            "--master-host",
+            self.master_address,
+            "--master-port",
+            str(port),
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What manifest.json records of the load side."""
+        return {
+            "hosts": list(self.hosts),
+            "prefix": self.prefix,
+            "workers_per_host": self.workers_per_host,
+            "master_address": self.master_address,
+        }
+
+
+def master_options(workers: int, port: int) -> list[str]:
+    """The master's own flags: wait for every worker, then drive them; the lab's collection."""
+    return [
+        "--master",
+        "--expect-workers",
+        str(workers),
+        "--master-bind-host",
+        "0.0.0.0",
+        "--master-bind-port",
+        str(port),
+        # Locust's own bound on waiting for the workers to connect.
+        "--expect-workers-max-wait",
+        "60",
+        "--lab-workers",
+        str(workers),
+    ]
+
+
+def worker_cpu(workers: Sequence[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+    """Each worker's mean CPU (its own process, % of one core) and its host's busy % over the
+    window, from the samples it sent (none: unknown)."""
+    out = []
+    for worker in workers:
+        inside = [s for s in worker.get("cpu_samples") or [] if start <= s[0] <= end]
+        pct = host = None
+        if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+            (t0, c0, _), (t1, c1, _) = inside[0], inside[-1]
+            pct = round(100.0 * (c1 - c0) / (t1 - t0), 1)
+            host = round(sum(s[2] for s in inside[1:]) / (len(inside) - 1), 1)
+        out.append(
+            {"host": worker.get("host"), "index": worker.get("worker_index"), "cpu_pct": pct,
+             "host_cpu_pct": host, "rows": worker.get("rows")}
+        )  # fmt: skip
+    return out
+
+
+def saturated(cpu: Sequence[dict[str, Any]]) -> str:
+    """Why a distributed cell is invalid on its load side ("" when no worker saturated)."""
+    hot = [c for c in cpu if c["cpu_pct"] is not None and c["cpu_pct"] > LOADGEN_MAX_PCT]
+    return "; ".join(
+        f"load host {c['host']} (worker {c['index']}) at {c['cpu_pct']:.0f}% of its core"
+        for c in hot
+    )
+
+
+def missing_workers(meta: dict[str, Any], placement: Sequence[str]) -> str:
+    """A failed cell's reason when a load worker's rows are not in ("" when every one's are).
+
+    By host: the placement says how many workers each host ran; the rows that came say from
+    where. A worker lost before the master's end of the window (Locust itself stops a test
+    whose workers went missing) is found the same way as one the master waited for in vain.
+    """
+    sent: dict[str, int] = {}
+    for worker in meta.get("workers") or []:
+        sent[str(worker.get("host"))] = sent.get(str(worker.get("host")), 0) + 1
+    short = []
+    for host in dict.fromkeys(placement):
+        due = placement.count(host)
+        if sent.get(host, 0) < due:
+            short.append(f"{host} ({due - sent.get(host, 0)} of {due})")
+    if not short:
+        return ""
+    lost = len(placement) - sum(min(sent.get(h, 0), placement.count(h)) for h in set(placement))
+    return (
+        f"{lost} of {len(placement)} load workers sent no rows, their requests unaccounted "
+        f"for: {', '.join(short)} stopped mid-cell (see locust.log and the worker logs)"
+    )
+
+
+def add_cli_args(parser: Any) -> None:
+    """The load-host options of `python -m loadtests` and `sync-async-lab probe`."""
+    group = parser.add_argument_group("load from other hosts (Locust's distributed mode)")
+    group.add_argument("--locust-hosts", help="comma-separated load hosts, one worker each")
+    group.add_argument(
+        "--host-prefix",
+        default=DEFAULT_PREFIX,
+        help="how a command reaches a host, {host} filled in (default: %(default)s; tests: "
+        "'ip netns exec {host}')",
+    )
+    group.add_argument("--workers-per-host", type=int, default=1, help="Locust workers per host")
+    group.add_argument(
+        "--master-address",
+        default="127.0.0.1",
+        help="the address the load hosts reach this machine at (the Locust master)",
+    )
+
+
+def from_cli_args(args: Any) -> LoadHosts | None:
+    """The LoadHosts the options name (None without --locust-hosts); ValueError when bad."""
+    if not args.locust_hosts:
+        return None
+    hosts = tuple(h.strip() for h in args.locust_hosts.split(",") if h.strip())
+    return LoadHosts(hosts, args.host_prefix, args.workers_per_host, args.master_address)

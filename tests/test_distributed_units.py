@@ -1,0 +1,66 @@
+"""The distributed load's pure parts: command lines, lost workers, each worker's CPU."""
+
+import pytest
+
+from loadtests.distributed import (
+    LoadHosts,
+    master_options,
+    missing_workers,
+    saturated,
+    worker_cpu,
+)
+
+
+def test_a_worker_runs_behind_its_hosts_prefix_with_its_host_named() -> None:
+    hosts = LoadHosts(("a", "b"), "ssh -tt {host}", 2, "10.0.0.1")
+    assert hosts.workers == 4 and hosts.placement() == ["a", "a", "b", "b"]
+    cmd = hosts.worker_command(
+        "b", "/venv/bin/python", "/lab/loadtests/locustfiles/chat.py", ("ChatUser",), 5557
+    )
+    assert cmd[:3] == ["ssh", "-tt", "b"]
+    assert cmd[3:5] == ["env", "LAB_LOAD_HOST=b"]
+    assert cmd[cmd.index("--master-host") + 1] == "10.0.0.1" and cmd[-1] == "5557"
+    assert "ChatUser" in cmd and "--worker" in cmd
+
+
+def test_the_master_expects_every_worker() -> None:
+    flags = master_options(4, 5557)
+    assert flags[flags.index("--expect-workers") + 1] == "4"
+    assert flags[flags.index("--lab-workers") + 1] == "4"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "prefix", "per", "says"),
+    [
+        ((), "ssh {host}", 1, "name at least one host"),
+        (("a",), "ssh", 1, "no {host}"),
+        (("a",), "ssh {host}", 0, ">= 1"),
+    ],
+)
+def test_bad_load_hosts_are_refused(hosts: tuple, prefix: str, per: int, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        LoadHosts(hosts, prefix, per)
+
+
+def test_a_host_whose_worker_sent_no_rows_is_named() -> None:
+    meta = {"workers": [{"host": "a"}, {"host": "b"}, {"host": "b"}]}
+    assert missing_workers(meta, ["a", "b", "b"]) == ""
+    reason = missing_workers({"workers": [{"host": "a"}]}, ["a", "b", "b"])
+    assert reason.startswith("2 of 3 load workers sent no rows") and "b (2 of 2)" in reason
+    assert missing_workers({}, ["a"]).startswith("1 of 1")
+
+
+def test_each_workers_cpu_over_the_window() -> None:
+    # 0.5 CPU-seconds per second: 50 % of a core; samples outside the window do not count.
+    samples = [(t, 0.5 * t, 80.0) for t in (0.0, 1.0, 2.0, 3.0, 9.0)]
+    hot = [(t, 0.95 * t, 99.0) for t in (0.0, 1.0, 2.0, 3.0)]
+    cpu = worker_cpu(
+        [{"host": "a", "worker_index": 0, "cpu_samples": samples, "rows": 10},
+         {"host": "b", "worker_index": 1, "cpu_samples": hot, "rows": 9},
+         {"host": "c", "worker_index": 2, "cpu_samples": [], "rows": 0}],
+        1.0,
+        3.0,
+    )  # fmt: skip
+    assert [c["cpu_pct"] for c in cpu] == [50.0, 95.0, None]
+    assert cpu[0]["host_cpu_pct"] == 80.0
+    assert saturated(cpu) == "load host b (worker 1) at 95% of its core"

@@ -1,0 +1,98 @@
+"""The probe's rules (analysis/judge/probe.py) on synthetic cells: which finding wins when two
+rules hold. The integration tests (test_probe.py, test_probe_example.py) show the rules on real
+runs; these pin the order on numbers chosen to sit either side of each threshold."""
+
+from typing import Any
+
+from analysis.judge.probe import BLOCKS_LOOP, FLIP_FASTER, OK, STARVES, find
+from analysis.load.probe import Held, ProbeCell
+from contract.cell import CellResult
+
+ROUTE: dict[str, Any] = {
+    "id": "get_products",
+    "method": "GET",
+    "path": "/products",
+    "style": "def",
+    "dependencies": [],
+    "endpoint": {"file": "shop.py", "line": 93, "name": "shop.list_products"},
+}
+
+
+def cell(
+    rps: float,
+    *,
+    arm: str = "",
+    tokens: int = 40,
+    waiting: int = 0,
+    repeat: int = 1,
+    holds: int = 0,
+) -> ProbeCell:
+    suffix = f"__{arm}" if arm else (f"__t{tokens:03d}" if tokens != 40 else "")
+    result = CellResult.parse(
+        {
+            "cell_id": f"get_products__sync__u100__r{repeat}{suffix}",
+            "scenario": "get_products",
+            "variant": "sync",
+            "client": "-",
+            "users": 100,
+            "repeat": repeat,
+            "status": "ok",
+            "valid": True,
+            "metrics": {"rps": rps, "requests": int(rps * 10), "ok": int(rps * 10)},
+            "judged": {"cpu_ms_per_req": 1.0},
+            "mechanisms": {"threadpool_peak_in_use": 40, "threadpool_peak_waiting": waiting},
+        }
+    )
+    held = (Held("shop.py:95", "", "", True, (20.0,) * holds),) if holds else ()
+    return ProbeCell(result, "get_products", arm, tokens, held)
+
+
+def judged(*cells: ProbeCell) -> Any:
+    return find(ROUTE, cells, {"arms": ["flip", "t100"]})
+
+
+def test_more_tokens_that_help_make_the_route_starve() -> None:
+    out = judged(cell(1000, waiting=30), cell(1010, waiting=30, repeat=2), cell(1500, tokens=100))
+    assert out.finding == STARVES
+    assert out.headline == "x1.49 with 100 thread tokens"
+
+
+def test_the_flip_wins_when_it_gains_more_than_the_tokens() -> None:
+    out = judged(
+        cell(1000, waiting=30),
+        cell(1010, waiting=30, repeat=2),
+        cell(1200, tokens=100),
+        cell(1800, arm="flip"),
+    )
+    assert out.finding == FLIP_FASTER
+    assert out.headline == "x1.79 as `async def`"
+    assert any("100 tokens" in w and "flip" in w for w in out.warnings)
+
+
+def test_the_tokens_win_when_the_flip_gains_less() -> None:
+    out = judged(
+        cell(1000, waiting=30),
+        cell(1010, waiting=30, repeat=2),
+        cell(1800, tokens=100),
+        cell(1200, arm="flip"),
+    )
+    assert out.finding == STARVES
+
+
+def test_waiting_for_threads_without_more_tokens_helping_is_not_starving() -> None:
+    out = judged(cell(1000, waiting=30), cell(1010, waiting=30, repeat=2), cell(1030, tokens=100))
+    assert out.finding == OK
+    assert any("within the noise" in w for w in out.warnings)
+
+
+def test_a_few_holds_among_many_requests_are_not_the_routes() -> None:
+    # 2 x 2 holds among 2 x 10,000 requests: 0.02 %, a busy machine's, not the route's.
+    out = judged(cell(1000, holds=2), cell(1000, holds=2, repeat=2))
+    assert out.finding == OK
+    assert any("held 4 times" in w and "under 1%" in w for w in out.warnings)
+
+
+def test_holds_on_a_share_of_the_requests_block_the_loop() -> None:
+    out = judged(cell(1000, holds=150), cell(1000, holds=150, repeat=2))
+    assert out.finding == BLOCKS_LOOP
+    assert out.site == "shop.py:95"
