@@ -24,7 +24,7 @@ Where FastAPI decides, and so where each arm acts (fastapi 0.165, `fastapi/routi
   its exit). `limit_dependencies` sets it on every dependant of the named function after the
   app is built: one `_DependencyConcurrency` for all of them, as one `Annotated` alias would.
 
-`tests/test_probe_arms.py` checks that each arm really changes what FastAPI does: the thread an
+`tests/test_probe_units.py` checks that each arm really changes what FastAPI does: the thread an
 endpoint runs on, the limiter's tokens, the most requests inside a dependency at once.
 """
 

@@ -409,6 +409,12 @@ def probe(options: ProbeOptions, console: Console) -> int:
             console.print(f"[red]error[/]: {p.label} {why}", soft_wrap=True)
             p.not_probed, bad = why, bad + 1
     probed = [p for p in probed if not p.not_probed]
+    if not probed:
+        # Nothing to measure: say so now, not after a calibration and an empty summary.
+        raise ProbeInputError(
+            "every route answered errors to its probe requests (see the lines above): give "
+            "working values in --requests (a token, a header, an id that exists)"
+        )
     cells = {p.id: probe_plan.route_cells(p.route, settings, smoke.pool_capacity()) for p in probed}
     planned = [c.cell.cell_id for p in probed for c in cells[p.id][0]]
     latency = max((smoke.latency_s(p.id) for p in probed), default=0.0)

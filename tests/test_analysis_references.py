@@ -19,6 +19,8 @@ drawn in full, the two cheapest that draw section charts, a stalls chart and hoc
   ratio to `def` and repeats, in style order. The style's name is compared in today's words:
   "blocking-in-async" is written `` `async def` + sync lib `` since the analysis names each
   style one way (analysis.vocabulary);
+- "Which ASGI server" (servers/): each scenario x server's winner;
+- a probe run's first table (probe/, probe-quick/): each route's finding and the line to change;
 - slo/earlier-a and earlier-b hold no report.md: the capacities README.md quotes for them.
 """
 
@@ -33,7 +35,19 @@ from analysis.vocabulary import BLOCKING, variant_words
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference"
-WITH_REPORT = ("", "stalls", "deadlock", "threadpool", "clients", "slo", "postgres")
+WITH_REPORT = (
+    "",
+    "stalls",
+    "deadlock",
+    "threadpool",
+    "clients",
+    "slo",
+    "postgres",
+    "servers",
+    "abandon",
+    "probe",
+    "probe-quick",
+)
 WITHOUT_REPORT = ("slo/earlier-a", "slo/earlier-b")
 # README.md, "Capacity at an SLO": the two single-pass runs, by scenario and style.
 README_CAPACITIES: dict[str, dict[tuple[str, str], str]] = {
@@ -148,6 +162,14 @@ def verdicts(md: str) -> dict[str, object]:
         out["threadpool"] = sweep
     if found := heading(p, "Capacity at the SLO"):
         out["capacity"] = {s: capacity_rows(text) for s, text in subsections(p, found).items()}
+    if found := heading(p, "Which ASGI server"):
+        rows = table_with(p[(found,)], "against the main server")
+        out["servers"] = [(r["scenario"], r["server"], r["winner"]) for r in rows]
+    if found := heading(p, "Probe:"):
+        rows = table_with(p[(found,)], "finding")
+        out["probe"] = [
+            (r["route"], r["finding"], r["what to change"].split(":", 2)[:2]) for r in rows
+        ]
     return out
 
 

@@ -92,6 +92,15 @@ def test_a_route_answering_errors_is_reported_and_the_others_are_probed(tmp_path
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
+def test_an_app_whose_every_route_answers_errors_stops_before_measuring(tmp_path: Path) -> None:
+    # FastAPI's own docs app (bigger_applications) did this: a required token on every route.
+    done = probe(tmp_path / "run", "tests.probe_apps:faulty", "--routes", "/missing", "--quick")
+    assert done.returncode == 2
+    assert "every route answered errors to its probe requests" in done.stderr
+    assert "calibration" not in done.stdout
+    assert not (tmp_path / "run" / "summary.csv").exists()
+
+
 def test_the_blocking_app_blocks_the_loop_at_its_sync_upstream_call(tmp_path: Path) -> None:
     requests = tmp_path / "chat.toml"
     requests.write_text(
