@@ -6,6 +6,7 @@ this module. It imports nothing from either (nor from `servers`): plain data onl
 """
 
 import math
+import re
 
 # --- What a run is made of --------------------------------------------------------------------
 SCENARIOS: tuple[str, ...] = (
@@ -242,6 +243,22 @@ CAPACITY_BOUNDS: tuple[str, ...] = ("bracketed", "below_lowest", "above_highest"
 LOADGEN_MAX_PCT = 90.0
 # Locust, the upstream and PostgreSQL share one core: together they must leave it some headroom.
 LOAD_CORE_MAX_PCT = 95.0
+# The parts of an `invalid_reason` that blame the load side alone (loadtests.summary.validity,
+# loadtests.distributed.saturated): the server's own cost per request is still measured then,
+# only its throughput is not.
+_LOAD_SIDE = re.compile(
+    r"^(load generator at [\d.]+% of its core|load core at [\d.]+%.*"
+    r"|load host \S+ \(worker \d+\) at [\d.]+% of its core)$"
+)
+
+
+def load_side_only(reason: object) -> bool:
+    """Whether an `invalid_reason` blames only the load generator (the shared load core here,
+    or a load host's worker)."""
+    parts = [p.strip() for p in str(reason or "").split(";") if p.strip()]
+    return bool(parts) and all(_LOAD_SIDE.match(p) for p in parts)
+
+
 # Little's law for a closed loop: users = throughput x mean latency. A cell whose measured
 # users/(throughput x latency) is further than this from 1 was not in a steady state.
 LITTLE_TOLERANCE = 0.20

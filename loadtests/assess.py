@@ -36,9 +36,14 @@ class Assessed:
 
 
 def assess(
-    plan: CellPlan, collected: "Collected", cell_dir: Path, shared_load_core: bool
+    plan: CellPlan,
+    collected: "Collected",
+    cell_dir: Path,
+    shared_load_core: bool,
+    distributed: bool = False,
 ) -> Assessed:
-    """Numbers, validity, Little's law and the stall rule of a collected cell."""
+    """Numbers, validity, Little's law and the stall rule of a collected cell; `distributed`:
+    its load came from workers on other hosts (`--locust-hosts`), judged by their own CPU."""
     meta = collected.meta
     start, end = meta["window_start"], meta["window_end"]
     cell_end = meta.get("test_stop") or end
@@ -65,25 +70,22 @@ def assess(
         **summarize_metrics(collected.series, start, end),
         "scrape_failures": collected.scrape_failures,
     }
-    workers = worker_cpu(meta.get("workers") or [], start, end)
-    if workers:
-        # Distributed: the load is the workers'; the busiest worker is the load generator.
+    workers = worker_cpu(meta.get("workers") or [], start, end) if distributed else []
+    if distributed:
+        # The load is the workers' on their hosts: the busiest one is the load generator.
         shown = [w["cpu_pct"] for w in workers if w["cpu_pct"] is not None]
         cpu["loadgen_pct"] = max(shown) if shown else None
         cpu["loadgen_peak_pct"] = None
-        shared_load_core = False
     valid, invalid_reason = validity(
-        # Distributed: each worker's CPU is checked below, by its host's name.
-        0.0 if workers else cpu["loadgen_pct"],
+        cpu["loadgen_pct"],
         cpu["upstream_pct"],
         meta["spawned"],
         plan.target_users,
         shared_load_core,
         open_loop,
         cpu["db_pct"],
+        load_hosts=saturated(workers) if distributed else None,
     )
-    if hot := saturated(workers):
-        valid, invalid_reason = False, "; ".join(r for r in (invalid_reason, hot) if r)
     stalled = bool(meta.get("stalled")) or (
         metrics["in_flight_at_end"] > 0 and metrics["since_last_completion_s"] >= plan.stall_s
     )

@@ -14,7 +14,7 @@ from loadtests import distributed
 from loadtests.context import RunContext
 from loadtests.distributed import LoadHosts
 from loadtests.matrix import MatrixSpec
-from loadtests.plan import cell_command, plan_cell
+from loadtests.plan import plan_cell
 from loadtests.process import STOP_GRACE_S, Pinning, on_interrupt, reset_interrupts
 from loadtests.runner import plan_cells, run_matrix
 
@@ -165,12 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.dry_run:
         for cell in todo:
             host = options.target or "http://127.0.0.1:<port>"
-            cmd = " ".join(cell_command(cell, spec, ctx, host))
+            plan = plan_cell(cell, spec, ctx)
+            cmd = " ".join(plan.locust_command(ctx, host))
             eta = spec.cell_seconds(cell)
             server = (
-                f"\n  server: {' '.join(plan_cell(cell, spec, ctx).server.command)}"
-                if options.target is None
-                else ""
+                f"\n  server: {' '.join(plan.server.command)}" if options.target is None else ""
             )
             console.print(f"{cell.cell_id} ~{eta:.0f}s{server}\n  {cmd}", soft_wrap=True)
         for scenario, variant, client, repeat in spec.searches():

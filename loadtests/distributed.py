@@ -13,11 +13,13 @@ Pure: command lines and the CPU arithmetic; loadtests.measure starts the process
 """
 
 import shlex
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from contract import LOADGEN_MAX_PCT
+from loadtests.process import mean_pct
 
 DEFAULT_PREFIX = "ssh {host}"
 # Each worker's host, as the orchestrator names it, in the worker's environment.
@@ -105,11 +107,12 @@ def worker_cpu(workers: Sequence[dict[str, Any]], start: float, end: float) -> l
     window, from the samples it sent (none: unknown)."""
     out = []
     for worker in workers:
-        inside = [s for s in worker.get("cpu_samples") or [] if start <= s[0] <= end]
-        pct = host = None
-        if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
-            (t0, c0, _), (t1, c1, _) = inside[0], inside[-1]
-            pct = round(100.0 * (c1 - c0) / (t1 - t0), 1)
+        samples = worker.get("cpu_samples") or []
+        pct = mean_pct([(t, c) for t, c, _ in samples], start, end)
+        host = None
+        if pct is not None:
+            pct = round(pct, 1)
+            inside = [s for s in samples if start <= s[0] <= end]
             host = round(sum(s[2] for s in inside[1:]) / (len(inside) - 1), 1)
         out.append(
             {"host": worker.get("host"), "index": worker.get("worker_index"), "cpu_pct": pct,
@@ -134,20 +137,14 @@ def missing_workers(meta: dict[str, Any], placement: Sequence[str]) -> str:
     where. A worker lost before the master's end of the window (Locust itself stops a test
     whose workers went missing) is found the same way as one the master waited for in vain.
     """
-    sent: dict[str, int] = {}
-    for worker in meta.get("workers") or []:
-        sent[str(worker.get("host"))] = sent.get(str(worker.get("host")), 0) + 1
-    short = []
-    for host in dict.fromkeys(placement):
-        due = placement.count(host)
-        if sent.get(host, 0) < due:
-            short.append(f"{host} ({due - sent.get(host, 0)} of {due})")
+    due = Counter(placement)
+    short = due - Counter(str(w.get("host")) for w in meta.get("workers") or [])
     if not short:
         return ""
-    lost = len(placement) - sum(min(sent.get(h, 0), placement.count(h)) for h in set(placement))
+    hosts = ", ".join(f"{h} ({short[h]} of {due[h]})" for h in due if short[h])
     return (
-        f"{lost} of {len(placement)} load workers sent no rows, their requests unaccounted "
-        f"for: {', '.join(short)} stopped mid-cell (see locust.log and the worker logs)"
+        f"{sum(short.values())} of {len(placement)} load workers sent no rows, their requests "
+        f"unaccounted for: {hosts} stopped mid-cell (see locust.log and the worker logs)"
     )
 
 

@@ -63,7 +63,9 @@ def measure(plan: CellPlan, ctx: RunContext) -> CellResult:
         collected = collect(plan, ctx, cell_dir)
         reason = failure(collected, ctx.load_hosts.placement() if ctx.load_hosts else None)
         if not reason:
-            assessed = assess(plan, collected, cell_dir, ctx.pinning.shared_load_core)
+            assessed = assess(
+                plan, collected, cell_dir, ctx.pinning.shared_load_core, ctx.load_hosts is not None
+            )
     except ServerError as exc:
         reason = f"server never became ready: {exc}"
     except Exception as exc:  # one broken cell must not end the matrix

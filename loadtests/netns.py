@@ -122,22 +122,12 @@ def _kill_namespace(ns: str) -> None:
 def demo(out: Path, python: str = sys.executable) -> int:
     """The committed distributed run: `async` in `srv`, Locust workers in `w1` and `w2`."""
     from loadtests.cli import main as loadtests_main
-    from loadtests.process import spawn, wait_healthy
+    from loadtests.process import server_command, spawn, wait_healthy
 
     out.mkdir(parents=True, exist_ok=True)
     with lab_network(["srv", "w1", "w2"]) as net:
         server = net.hosts["srv"]
-        cmd = [
-            *net.run("srv"),
-            python,
-            "-m",
-            "servers",
-            "async",
-            "--host",
-            server,
-            "--port",
-            "8000",
-        ]
+        cmd = [*net.run("srv"), *server_command("async", 8000, python, host=server)]
         with spawn(cmd, out / "server.log") as proc:
             wait_healthy(proc, f"http://{server}:8000/ready", 30)
             return loadtests_main(

@@ -202,8 +202,7 @@ def plan_cell(cell: Cell, spec: MatrixSpec, ctx: RunContext) -> CellPlan:
     """The plan of one cell of the lab's matrix: `python -m servers <variant> [--server NAME]`
     with its env."""
     env = server_env(cell, spec, ctx)
-    command = tuple(server_command(cell.variant, 0, ctx.python, cell.server)[:-1]) + (PORT,)
-    command = tuple(BIND if part == "127.0.0.1" else part for part in command)
+    command = tuple(server_command(cell.variant, PORT, ctx.python, cell.server, BIND))
     database = env[SERVER_ENV["db_path"]]
     scratch = tuple(Path(f"{database}{suffix}") for suffix in ("", "-wal", "-shm", "-journal"))
     return CellPlan(

@@ -218,11 +218,18 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0)
     raise ServerError(f"not healthy after {timeout:g} s")
 
 
-def server_command(app: str, port: int, python: str, server: str = DEFAULT_SERVER) -> list[str]:
-    """The command line of one lab app under one ASGI server (contract.SERVERS); the default
-    server's is the command every run before the server dimension used, without `--server`."""
+def server_command(
+    app: str,
+    port: int | str,
+    python: str,
+    server: str = DEFAULT_SERVER,
+    host: str = "127.0.0.1",
+) -> list[str]:
+    """The command line of one lab app under one ASGI server (contract.SERVERS) on `host`:`port`
+    (either may be a placeholder, loadtests.plan's `{bind}` and `{port}`); the default server's
+    is the command every run before the server dimension used, without `--server`."""
     chosen = [] if server == DEFAULT_SERVER else ["--server", server]
-    return [python, "-m", "servers", app, *chosen, "--host", "127.0.0.1", "--port", str(port)]
+    return [python, "-m", "servers", app, *chosen, "--host", host, "--port", str(port)]
 
 
 @contextmanager
@@ -261,6 +268,27 @@ def _tree_cpu_s(proc: psutil.Process) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def mean_pct(samples: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
+    """Mean CPU between two epoch times from (epoch s, CPU s) samples, % of one core (None if
+    fewer than two samples fall inside)."""
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
+        return None
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return 100.0 * (c1 - c0) / (t1 - t0)
+
+
+def peak_pct(samples: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
+    """Highest CPU over one sampling interval inside the window, % of one core."""
+    inside = [s for s in samples if start <= s[0] <= end]
+    rates = [
+        100.0 * (c1 - c0) / (t1 - t0)
+        for (t0, c0), (t1, c1) in zip(inside, inside[1:], strict=False)
+        if t1 > t0
+    ]
+    return max(rates, default=None)
 
 
 @dataclass
@@ -302,18 +330,8 @@ class CpuSampler:
 
     def percent(self, name: str, start: float, end: float) -> float | None:
         """Mean CPU of `name` between two epoch times, in % of one core (None if unknown)."""
-        inside = [s for s in self.samples.get(name, []) if start <= s[0] <= end]
-        if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
-            return None
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
-        return 100.0 * (c1 - c0) / (t1 - t0)
+        return mean_pct(self.samples.get(name, []), start, end)
 
     def peak(self, name: str, start: float, end: float) -> float | None:
         """Highest CPU of `name` over one sampling interval inside the window."""
-        inside = [s for s in self.samples.get(name, []) if start <= s[0] <= end]
-        rates = [
-            100.0 * (c1 - c0) / (t1 - t0)
-            for (t0, c0), (t1, c1) in zip(inside, inside[1:], strict=False)
-            if t1 > t0
-        ]
-        return max(rates, default=None)
+        return peak_pct(self.samples.get(name, []), start, end)

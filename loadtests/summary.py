@@ -267,23 +267,28 @@ def validity(
     shared_load_core: bool = True,
     open_loop: dict[str, Any] | None = None,
     db_cpu_pct: float | None = None,
+    load_hosts: str | None = None,
 ) -> tuple[bool, str]:
     """Whether a cell's numbers describe the server rather than the load side; why not.
 
-    PostgreSQL runs on the load core too: its CPU counts into that core's total.
+    PostgreSQL runs on the load core too: its CPU counts into that core's total. With load
+    from other hosts, `loadgen_cpu_pct` is the busiest worker's and `load_hosts` the reason that
+    names each saturated one ("" none): the load core here is then not the load generator's.
     """
     reasons = []
     if lagging := behind(open_loop, loadgen_cpu_pct):
         reasons.append(lagging)
     if loadgen_cpu_pct is None:
         reasons.append("load generator CPU not measured")
+    elif load_hosts is not None:
+        reasons.extend([load_hosts] if load_hosts else [])
     elif loadgen_cpu_pct > LOADGEN_MAX_PCT:
         reasons.append(f"load generator at {loadgen_cpu_pct:.0f}% of its core")
     if upstream_cpu_pct is not None and upstream_cpu_pct > LOADGEN_MAX_PCT:
         reasons.append(f"upstream at {upstream_cpu_pct:.0f}% of its core")
     others = [(upstream_cpu_pct, "upstream"), (db_cpu_pct, "PostgreSQL")]
     sharing = [(pct, name) for pct, name in others if pct is not None]
-    if shared_load_core and loadgen_cpu_pct is not None and sharing:
+    if shared_load_core and load_hosts is None and loadgen_cpu_pct is not None and sharing:
         total = loadgen_cpu_pct + sum(pct for pct, _ in sharing)
         if total > LOAD_CORE_MAX_PCT:
             names = " + ".join(["Locust", *(name for _, name in sharing)])

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+import contract
 from contract.cell import CellResult
 from contract.slo import SloCheck, check, parse_slo
 from loadtests.context import RunContext
@@ -188,10 +189,7 @@ def run_smoke(
     port = free_port()
     host = f"http://127.0.0.1:{port}"
     log = options.out / "smoke-server.log"
-    argv = [
-        part.replace(PORT, str(port)).replace(BIND, "127.0.0.1")
-        for part in serve_command(options, Arm(), settings.block_ms)
-    ]
+    argv = ServerPlan(tuple(serve_command(options, Arm(), settings.block_ms))).argv(port)
     with spawn(argv, log) as server:
         try:
             wait_healthy(server, f"{host}{READY}", 60.0)
@@ -351,7 +349,7 @@ class Probe:
             and not r.stalled
             and not r.arm
             and "__t" not in r.cell_id
-            and (r.valid or r.invalid_reason.startswith("load generator at"))
+            and (r.valid or contract.load_side_only(r.invalid_reason))
         ]
         best = max((r.metrics.served_rps or r.metrics.rps or 0.0 for r in counted), default=0.0)
         rates = probe_plan.ladder(best, self.settings)

@@ -245,7 +245,7 @@ class LoopWatch:
         def close_hold(episode: Episode | None) -> None:
             nonlocal frame_held, held_site
             if episode is not None and held_site is not None:
-                held_site = max(held_sites, key=held_sites.__getitem__) if held_sites else held_site
+                held_site = max(held_sites, key=held_sites.__getitem__)
                 wall = time.time() - (time.perf_counter() - first)
                 cpu = (cpu_last - cpu_first) if clock is not None else None
                 episode.holds.append((wall, last - first, held_site, cpu))

@@ -2,6 +2,7 @@
 
 import pytest
 
+import contract
 from loadtests.distributed import (
     LoadHosts,
     master_options,
@@ -9,6 +10,7 @@ from loadtests.distributed import (
     saturated,
     worker_cpu,
 )
+from loadtests.summary import validity
 
 
 def test_a_worker_runs_behind_its_hosts_prefix_with_its_host_named() -> None:
@@ -64,3 +66,21 @@ def test_each_workers_cpu_over_the_window() -> None:
     assert [c["cpu_pct"] for c in cpu] == [50.0, 95.0, None]
     assert cpu[0]["host_cpu_pct"] == 80.0
     assert saturated(cpu) == "load host b (worker 1) at 95% of its core"
+
+
+def test_a_saturated_load_host_is_the_load_sides_fault_alone() -> None:
+    hot = "load host b (worker 1) at 95% of its core"
+    assert contract.load_side_only(hot)
+    assert contract.load_side_only(f"load generator at 97% of its core; {hot}")
+    assert not contract.load_side_only(f"{hot}; upstream at 95% of its core")
+
+
+def test_with_load_hosts_the_workers_cpu_decides_and_not_this_load_core() -> None:
+    # Busiest worker at 95%, named by saturated(): invalid for that reason alone.
+    hot = "load host b (worker 1) at 95% of its core"
+    assert validity(95.0, 60.0, 10, 10, True, load_hosts=hot) == (False, hot)
+    # Locust's load core here is not the workers': no "load core" sum with the upstream.
+    assert validity(60.0, 60.0, 10, 10, True, load_hosts="") == (True, "")
+    assert validity(60.0, 60.0, 10, 10, True) == (False, "load core at 120% (Locust + upstream)")
+    # No worker sent CPU samples: not measured, as for one local Locust.
+    assert validity(None, None, 10, 10, True, load_hosts="")[1] == "load generator CPU not measured"

@@ -1,7 +1,5 @@
 """What each cell is (ok, failed, stalled, invalid, not steady) and what a scenario is judged by."""
 
-import re
-
 import pandas as pd
 
 import contract
@@ -15,9 +13,7 @@ NOT_STEADY = contract.NOT_STEADY
 # A cell's flags, most serious first: a failed cell that also stalled counts as failed.
 FLAGS: tuple[str, ...] = (FAILED, STALLED, INVALID, NOT_STEADY)
 
-# The parts of an `invalid_reason` that blame the load side alone (loadtests.summary.validity):
-# the server's own cost per request is still measured then, only its throughput is not.
-_LOAD_SIDE = re.compile(r"^(load generator at [\d.]+% of its core|load core at [\d.]+%.*)$")
+load_side_only = contract.load_side_only
 
 THROUGHPUT = "rps"
 # Metrics where less is better; any other verdict metric is a rate (more is better).
@@ -67,12 +63,6 @@ def postgres_arms(summary: pd.DataFrame) -> set[str]:
     named = arms(summary)
     pg = column(summary, "db", "").map(database_of) == "postgresql"
     return {str(arm) for arm in set(named) - {DEFAULT_ARM} if bool(pg[named == arm].all())}
-
-
-def load_side_only(reason: object) -> bool:
-    """Whether an `invalid_reason` blames only the load generator (or the shared load core)."""
-    parts = [p.strip() for p in str(reason or "").split(";") if p.strip()]
-    return bool(parts) and all(_LOAD_SIDE.match(p) for p in parts)
 
 
 def contract_metric(scenario: str) -> str:

@@ -109,8 +109,6 @@ class Finding:
     p99_users: int | None = None
     rps: float | None = None
     noise: float | None = None
-    # The headline's ratio where the finding is a measured gain (more tokens, the flip arm).
-    ratio: float | None = None
     # The app as written saturated the load generator at the heaviest load: `rps` is a floor.
     lower_bound: bool = False
     arms: list[ArmResult] = field(default_factory=list)
@@ -244,15 +242,15 @@ def find(route: dict[str, Any], cells: Sequence[ProbeCell], plan: dict[str, Any]
             f"{ms(held[0].q(99))}) among {number(sent)} requests: under "
             f"{MIN_HOLD_SHARE:.0%} of them, so not counted as the route's"
         )
-    if not out.lower_bound and (starving := starves(out, written, mine, heavy, noise)):
-        flipped = flip_lead(out, mine, heaviest, heavy, noise)
-        if flipped is None or flipped[0] <= (out.ratio or 0):
-            return starving
+    lead = flip_lead(out, mine, heaviest, heavy, noise)
+    if not out.lower_bound and (gain := starves(out, written, mine, heavy, noise)) is not None:
+        if lead is None or lead[0] <= gain:
+            return out
         out.warnings.append(
             f"{out.evidence}; but as `{other_style(route['style'])}` (the flip arm) it served "
-            f"more still (x{flipped[0]:.2f}): the finding is the flip"
+            f"more still (x{lead[0]:.2f}): the finding is the flip"
         )
-    return flip_or_ok(out, mine, heaviest, heavy, noise)
+    return flip_or_ok(out, lead, heaviest, heavy, noise)
 
 
 def arm_results(
@@ -411,8 +409,9 @@ def starves(
     mine: Sequence[ProbeCell],
     base: Repeats,
     noise: float,
-) -> Finding | None:
-    """Rule 3: every thread busy with requests waiting, and more threads served more."""
+) -> float | None:
+    """Rule 3: every thread busy with requests waiting, and more threads served more; when it
+    holds, `out` says so and the gain (the most tokens' throughput over the app's) is returned."""
     full = [
         c
         for c in sorted(written, key=lambda c: c.users)
@@ -440,7 +439,7 @@ def starves(
             )
         return None
     best, end = more[0], out.route["endpoint"]
-    out.finding, out.ratio = STARVES, ratio
+    out.finding = STARVES
     out.site, out.call = f"{end['file']}:{end['line']}", end["name"].rsplit(".", 1)[-1]
     out.headline = f"x{ratio:.2f} with {best.tokens} thread tokens"
     out.evidence = (
@@ -453,7 +452,7 @@ def starves(
         f"{best.tokens}` in the lifespan) or move its blocking I/O to an async client in "
         "`async def`"
     )
-    return out
+    return ratio
 
 
 def flip_lead(
@@ -476,14 +475,19 @@ def flip_lead(
 
 
 def flip_or_ok(
-    out: Finding, mine: Sequence[ProbeCell], users: int, base: Repeats, noise: float
+    out: Finding,
+    lead: tuple[float, str, ProbeCell] | None,
+    users: int,
+    base: Repeats,
+    noise: float,
 ) -> Finding:
-    """Rules 4 and 5: the other style is faster, or there is nothing to change."""
+    """Rules 4 and 5: the other style is faster (`lead`, from flip_lead), or there is nothing
+    to change."""
     other = other_style(out.route["style"])
-    if (lead := flip_lead(out, mine, users, base, noise)) is not None:
+    if lead is not None:
         ratio, basis, flip = lead
         end = out.route["endpoint"]
-        out.finding, out.ratio = FLIP_FASTER, ratio
+        out.finding = FLIP_FASTER
         out.site, out.call = f"{end['file']}:{end['line']}", end["name"].rsplit(".", 1)[-1]
         out.headline = f"x{ratio:.2f} as `{other}`"
         out.evidence = (

@@ -21,7 +21,7 @@ from analysis.judge.repeats import Repeats
 from analysis.judge.stalls import DEFAULT, stall_table
 from analysis.judge.transform import at_reference_tokens, scenarios
 from analysis.judge.verdict import Verdict, Verdicts, decide_verdicts, fmt_ratio, leader_label
-from analysis.load.run import servers_of
+from analysis.load.run import of_server, servers_of
 from analysis.vocabulary import BASELINE, DEFAULT_ARM, label, ordered
 
 # Agreement of one server's verdict with the main server's.
@@ -39,17 +39,12 @@ def server_scenarios(every: pd.DataFrame) -> list[str]:
     return [s for s in scenarios(every) if counts.get(s, 0) >= 2]
 
 
-def of(every: pd.DataFrame, server: str) -> pd.DataFrame:
-    """One server's rows."""
-    return every[every["server"].astype(str).str.strip() == server]
-
-
 def decide_per_server(
     every: pd.DataFrame, servers: Sequence[str], noise: float | None = None
 ) -> dict[str, Verdicts]:
     """Each server's verdicts from its own cells (`noise` overrides each one's measured noise,
     as `--noise` does for the main verdicts)."""
-    return {s: decide_verdicts(of(every, s).reset_index(drop=True), noise) for s in servers}
+    return {s: decide_verdicts(of_server(every, s), noise) for s in servers}
 
 
 def noise_override(decided: Verdicts) -> float | None:
@@ -163,7 +158,7 @@ def def_outcomes(
     out = []
     for scenario in names:
         for server in servers:
-            rows = of(every, server)
+            rows = of_server(every, server)
             mine = rows[
                 (rows["scenario"] == scenario)
                 & (rows["style"] == BASELINE)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+import contract
 from analysis.load.run import RunFormatError
 from contract.cell import CellResult
 
@@ -99,13 +100,7 @@ class ProbeCell:
     def load_side_only(self) -> bool:
         """Invalid only because the load generator saturated: its CPU per request counts."""
         r = self.result
-        return (
-            r.ok
-            and not r.valid
-            and not r.stalled
-            and r.invalid_reason.startswith("load generator at")
-            and ";" not in r.invalid_reason
-        )
+        return r.ok and not r.valid and not r.stalled and contract.load_side_only(r.invalid_reason)
 
     @property
     def rps(self) -> float:

@@ -135,7 +135,11 @@ class Servers:
         """Every server's verdicts (the main verdicts' --noise, if given), their agreement with
         the main server's, `def`'s outcomes and the chart's throughput."""
         servers = [run.server, *(s for s in run.servers if s != run.server)]
-        per_server = decide_per_server(run.every_server, servers, noise_override(decided))
+        # The main server's are the verdicts already decided (from run.summary: its rows alone).
+        per_server = {
+            run.server: decided,
+            **decide_per_server(run.every_server, servers[1:], noise_override(decided)),
+        }
         rows = verdict_rows(per_server, scenarios, run.server)
         outcomes = def_outcomes(run.every_server, scenarios, servers)
         return ServersTable(

@@ -132,7 +132,6 @@ def end_window(runner: MasterRunner, opts: Any, start: float, end: float) -> Non
         gevent.sleep(0.05)
     meta = common.STATE.recorder.meta
     meta["workers_expected"] = opts.lab_workers
-    meta["workers_reported"] = sorted(RECEIVED)
     lost = [i for i in range(opts.lab_workers) if i not in RECEIVED]
     meta["lost_workers"] = [{"index": i, "host": HELLO.get(i, "unknown")} for i in lost]
 
