@@ -63,6 +63,8 @@ DEFAULT_ARM = ""
 # clients.toml's arm: `def` streaming as fixed (admission limit, closing StreamingResponse), run
 # with each client: where plain `def` streaming cannot be compared, the clients section reads it.
 STREAM_FIX_ARM = "stream_fix"
+# abandon.toml's arm: cancel a request's work when its client leaves (the abandon section's).
+CANCEL_ARM = "cancel"
 
 
 def names_client(client: object) -> bool:

@@ -248,7 +248,8 @@ LOAD_CORE_MAX_PCT = 95.0
 # only its throughput is not.
 _LOAD_SIDE = re.compile(
     r"^(load generator at [\d.]+% of its core|load core at [\d.]+%.*"
-    r"|load host \S+ \(worker \d+\) at [\d.]+% of its core)$"
+    r"|load host \S+ \(worker \d+\) at [\d.]+% of its core|load host \S+ at [\d.]+% of its CPUs"
+    r"|Locust master at [\d.]+% of its core)$"
 )
 
 

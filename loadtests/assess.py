@@ -4,12 +4,13 @@ Pure over what `loadtests.measure.collect` gathered (the rows, CPU samples, the 
 Locust's facts) and the cell's plan; the one file it reads is a py-spy dump named in the facts.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contract import GAP_NOTE_S
-from loadtests.distributed import saturated, worker_cpu
+from contract import GAP_NOTE_S, apply_sample_rule
+from contract.cell import CellCpu, CellJudged, CellMechanisms, CellMetrics
+from loadtests.distributed import boot_id, saturated, worker_cpu
 from loadtests.plan import CellPlan
 from loadtests.scrape import summarize_metrics
 from loadtests.summary import load_requests, open_loop_metrics, summarize_requests, validity
@@ -22,17 +23,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Assessed:
-    """A collected cell, assessed: its numbers, validity, steadiness and whether it stalled."""
+    """A collected cell, assessed: cell.json's measured sections, typed as the contract writes
+    them (`contract.cell`). `Assessed()` is a cell with nothing measured (it failed)."""
 
-    window: tuple[float, float]
-    metrics: dict[str, Any]
-    cpu: dict[str, float | None]
-    mechanisms: dict[str, Any]
-    valid: bool
-    invalid_reason: str
-    stalled: bool
-    stall_evidence: str
-    extra: dict[str, Any]
+    window: tuple[float | None, float | None] = (None, None)
+    # The sample rule applied (`contract.apply_sample_rule`).
+    metrics: CellMetrics = field(default_factory=CellMetrics)
+    cpu: CellCpu = field(default_factory=CellCpu)
+    mechanisms: CellMechanisms = field(default_factory=CellMechanisms)
+    # Whether it stalled and why, its thread diagnosis, CPU per request, the upstream's drift.
+    judged: CellJudged = field(default_factory=CellJudged)
+    valid: bool = False
+    invalid_reason: str = ""
 
 
 def assess(
@@ -70,9 +72,11 @@ def assess(
         **summarize_metrics(collected.series, start, end),
         "scrape_failures": collected.scrape_failures,
     }
-    workers = worker_cpu(meta.get("workers") or [], start, end) if distributed else []
+    workers = worker_cpu(meta.get("workers") or [], start, end, boot_id()) if distributed else []
+    master_pct = cpu["loadgen_pct"] if distributed else None
     if distributed:
-        # The load is the workers' on their hosts: the busiest one is the load generator.
+        # The load is the workers' on their hosts: the busiest one is the load generator (the
+        # master here, which only gathers, is judged on its own in `saturated`).
         shown = [w["cpu_pct"] for w in workers if w["cpu_pct"] is not None]
         cpu["loadgen_pct"] = max(shown) if shown else None
         cpu["loadgen_peak_pct"] = None
@@ -84,7 +88,7 @@ def assess(
         shared_load_core,
         open_loop,
         cpu["db_pct"],
-        load_hosts=saturated(workers) if distributed else None,
+        load_hosts=saturated(workers, master_pct) if distributed else None,
     )
     stalled = bool(meta.get("stalled")) or (
         metrics["in_flight_at_end"] > 0 and metrics["since_last_completion_s"] >= plan.stall_s
@@ -104,7 +108,7 @@ def assess(
     ok = metrics["ok"]
     server_cpu = cpu["server_pct"]
     extra = {
-        **({"load_hosts": workers} if workers else {}),
+        **({"load_hosts": workers, "load_master_pct": master_pct} if workers else {}),
         "cpu_ms_per_req": (
             round(server_cpu / 100 * (end - start) / ok * 1000, 4)
             if server_cpu is not None and ok
@@ -119,14 +123,12 @@ def assess(
     }
     return Assessed(
         window=(start, end),
-        metrics=metrics,
-        cpu=cpu,
-        mechanisms=mechanisms,
+        metrics=CellMetrics.new(apply_sample_rule(metrics)),
+        cpu=CellCpu(**cpu),
+        mechanisms=CellMechanisms.new(mechanisms),
+        judged=CellJudged.new({"stalled": stalled, "stall_evidence": evidence, **extra}),
         valid=valid,
         invalid_reason=invalid_reason,
-        stalled=stalled,
-        stall_evidence=evidence,
-        extra=extra,
     )
 
 

@@ -6,8 +6,11 @@ venv at the same path on each, and the machines' clocks in sync, since a row's p
 window is its start time) or `"ip netns exec {host}"` (the tests: namespaces on one machine).
 Each host runs `--workers-per-host` workers; they connect to the master at `--master-address`
 (how the hosts reach this machine) on a free port. The workers send their rows to the master
-(loadtests/locustfiles/remote.py), so a host needs no shared disk; each worker's own CPU comes
-with them, and a cell is invalid when any worker saturated its core (`worker_cpu`).
+(loadtests/locustfiles/remote.py), so a host needs no shared disk; each worker's own CPU and its
+host's come with them, and a cell is invalid when the load side saturated (`saturated`): a
+worker its core, a load host of its own all its CPUs, or the master here its core. A host on
+this machine (network namespaces share the kernel: the same boot id) shares its CPUs with the
+server, so its busy share is not the load's and only its workers' own CPU counts.
 
 Pure: command lines and the CPU arithmetic; loadtests.measure starts the processes.
 """
@@ -16,6 +19,7 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from contract import LOADGEN_MAX_PCT
@@ -102,9 +106,22 @@ def master_options(workers: int, port: int) -> list[str]:
     ]
 
 
-def worker_cpu(workers: Sequence[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+def boot_id() -> str | None:
+    """This kernel's boot id: the same in every network namespace of one machine, different on
+    another machine, so the master can tell a load host that shares its machine (and its CPUs).
+    The workers report theirs (loadtests/locustfiles/remote.py); the orchestrator reads its own."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def worker_cpu(
+    workers: Sequence[dict[str, Any]], start: float, end: float, here: str | None = None
+) -> list[dict[str, Any]]:
     """Each worker's mean CPU (its own process, % of one core) and its host's busy % over the
-    window, from the samples it sent (none: unknown)."""
+    window, from the samples it sent (none: unknown), and whether its host is this machine
+    (`here`: this machine's boot id; a worker that reported none is taken as elsewhere)."""
     out = []
     for worker in workers:
         samples = worker.get("cpu_samples") or []
@@ -114,20 +131,33 @@ def worker_cpu(workers: Sequence[dict[str, Any]], start: float, end: float) -> l
             pct = round(pct, 1)
             inside = [s for s in samples if start <= s[0] <= end]
             host = round(sum(s[2] for s in inside[1:]) / (len(inside) - 1), 1)
+        shared = here is not None and worker.get("boot_id") == here
         out.append(
             {"host": worker.get("host"), "index": worker.get("worker_index"), "cpu_pct": pct,
-             "host_cpu_pct": host, "rows": worker.get("rows")}
+             "host_cpu_pct": host, "host_is_here": shared, "rows": worker.get("rows")}
         )  # fmt: skip
     return out
 
 
-def saturated(cpu: Sequence[dict[str, Any]]) -> str:
-    """Why a distributed cell is invalid on its load side ("" when no worker saturated)."""
-    hot = [c for c in cpu if c["cpu_pct"] is not None and c["cpu_pct"] > LOADGEN_MAX_PCT]
-    return "; ".join(
+def saturated(cpu: Sequence[dict[str, Any]], master_pct: float | None = None) -> str:
+    """Why a distributed cell is invalid on its load side ("" when nothing of it saturated): a
+    worker over LOADGEN_MAX_PCT of its core, a load host of its own (not this machine) over
+    LOADGEN_MAX_PCT of all its CPUs (its workers together, or whatever else runs there), or the
+    Locust master here over LOADGEN_MAX_PCT of its core (it gathers every worker's rows)."""
+    reasons = [
         f"load host {c['host']} (worker {c['index']}) at {c['cpu_pct']:.0f}% of its core"
-        for c in hot
-    )
+        for c in cpu
+        if c["cpu_pct"] is not None and c["cpu_pct"] > LOADGEN_MAX_PCT
+    ]
+    hosts: dict[str, float] = {}
+    for c in cpu:
+        busy = c.get("host_cpu_pct")
+        if busy is not None and not c.get("host_is_here") and busy > LOADGEN_MAX_PCT:
+            hosts[str(c["host"])] = max(busy, hosts.get(str(c["host"]), 0.0))
+    reasons += [f"load host {h} at {busy:.0f}% of its CPUs" for h, busy in hosts.items()]
+    if master_pct is not None and master_pct > LOADGEN_MAX_PCT:
+        reasons.append(f"Locust master at {master_pct:.0f}% of its core")
+    return "; ".join(reasons)
 
 
 def missing_workers(meta: dict[str, Any], placement: Sequence[str]) -> str:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import CELL_SCHEMA_VERSION, apply_sample_rule
-from contract.cell import CellJudged as _Judged
+from contract import CELL_SCHEMA_VERSION
 from contract.cell import CellResult
 from loadtests.assess import Assessed, assess
 from loadtests.context import RunContext
@@ -230,51 +229,49 @@ def record(
 ) -> CellResult:
     """The cell's typed record: the cell, its settings, and what was measured (or why not)."""
     cell = plan.cell
-    doc: dict[str, Any] = {
-        "schema_version": CELL_SCHEMA_VERSION,
-        "cell_id": cell.cell_id,
-        "scenario": cell.scenario,
-        "variant": cell.variant,
-        "client": cell.client,
-        "arm": cell.arm,
-        "users": cell.users,
-        "offered_rps": cell.rate,
-        "repeat": cell.repeat,
-        "status": "ok" if assessed is not None else "failed",
-        "reason": reason,
-        "settings": plan.settings,
-        "env": plan.server.env,
-        "pinning": ctx.pinning.to_dict(),
-        "db": plan.db,
-        "server": plan.server.name if ctx.target is None else "",
-        "command": plan.locust_command(ctx, ctx.target or "http://127.0.0.1:<port>"),
-        "server_log_tail": log,
-        "probe": plan.probe,
-    }
+    measured = assessed or Assessed()
     if collected is not None:
-        doc["timings"] = {"healthy_s": collected.healthy_s}
-        doc["locust"] = {
-            "returncode": collected.locust.returncode,
-            "timed_out": collected.locust.timed_out,
-            "wall_s": collected.locust.wall_s,
-            **collected.meta,
-        }
-        doc["cut_off"] = collected.meta.get("cut_off")
-        doc["upstream_stats"] = collected.upstream
         write_metrics(ctx.out / cell.cell_id / "metrics.csv", collected.series)
-    if assessed is not None:
-        doc.update(
-            window_start=assessed.window[0],
-            window_end=assessed.window[1],
-            valid=assessed.valid,
-            invalid_reason=assessed.invalid_reason,
-            cpu=assessed.cpu,
-            metrics=apply_sample_rule(assessed.metrics),
-            mechanisms=assessed.mechanisms,
-            judged=_Judged(
-                stalled=assessed.stalled,
-                stall_evidence=assessed.stall_evidence,
-                **assessed.extra,
-            ).model_dump(),
-        )
-    return CellResult.parse(doc, f"{cell.cell_id}/cell.json")
+    return CellResult(
+        schema_version=CELL_SCHEMA_VERSION,
+        cell_id=cell.cell_id,
+        scenario=cell.scenario,
+        variant=cell.variant,
+        client=cell.client,
+        arm=cell.arm,
+        users=cell.users,
+        offered_rps=cell.rate,
+        repeat=cell.repeat,
+        status="ok" if assessed is not None else "failed",
+        reason=reason,
+        valid=measured.valid,
+        invalid_reason=measured.invalid_reason,
+        window_start=measured.window[0],
+        window_end=measured.window[1],
+        cut_off=None if collected is None else collected.meta.get("cut_off"),
+        settings=plan.settings,
+        env=plan.server.env,
+        pinning=ctx.pinning.to_dict(),
+        db=plan.db,
+        server=plan.server.name if ctx.target is None else "",
+        cpu=measured.cpu,
+        metrics=measured.metrics,
+        judged=measured.judged,
+        mechanisms=measured.mechanisms,
+        command=plan.locust_command(ctx, ctx.target or "http://127.0.0.1:<port>"),
+        timings=None if collected is None else {"healthy_s": collected.healthy_s},
+        locust=None if collected is None else locust_facts(collected),
+        upstream_stats=None if collected is None else collected.upstream,
+        server_log_tail=log,
+        probe=plan.probe,
+    )
+
+
+def locust_facts(collected: Collected) -> dict[str, Any]:
+    """cell.json `locust`: how Locust ended, and the facts its clock wrote."""
+    return {
+        "returncode": collected.locust.returncode,
+        "timed_out": collected.locust.timed_out,
+        "wall_s": collected.locust.wall_s,
+        **collected.meta,
+    }

@@ -173,7 +173,6 @@ def describe(result: CellResult) -> str:
         )
         return f"[red]FAILED[/] {escape(result.reason)}{shown}"
     m = result.metrics
-    extra = m.model_extra or {}
     if m.p99_ms is not None:
         p99 = f"{m.p99_ms:.1f}"
     else:
@@ -182,7 +181,7 @@ def describe(result: CellResult) -> str:
     rate = ""
     if result.offered_rps is not None:
         rate = (
-            f"offered={result.offered_rps:g} sent={extra.get('achieved_rps') or 0:.1f}/s "
+            f"offered={result.offered_rps:g} sent={m.achieved_rps or 0:.1f}/s "
             f"served={m.served_rps or 0:.1f}/s  "
         )
     line = (

@@ -1,7 +1,8 @@
 """`sync-async-lab`: the lab's console script.
 
     sync-async-lab probe PKG.MODULE:APP --out DIR [--app-dir D] [--factory] [--requests FILE]
-                         [--routes R,...] [--quick] [--slo p99=500ms,errors=1%] [--unsafe]
+                         [--header 'NAME: VALUE' ...] [--routes R,...] [--quick]
+                         [--slo p99=500ms,errors=1%] [--unsafe]
     sync-async-lab bench ...      # = python -m loadtests ...
     sync-async-lab report ...     # = python -m analysis report ...
     sync-async-lab compare ...    # = python -m analysis compare ...
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from loadtests import distributed
 from loadtests.process import STOP_GRACE_S, on_interrupt, reset_interrupts
-from probe.requests import RequestsFileError
+from probe.requests import RequestsFileError, parse_header
 from probe.run import ProbeInputError, ProbeOptions, probe
 from probe.target import Target, TargetError
 
@@ -38,6 +39,13 @@ def probe_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-dir", type=Path, default=Path("."), help="put first on sys.path")
     parser.add_argument("--factory", action="store_true", help="APP is a function making the app")
     parser.add_argument("--requests", type=Path, help="TOML of requests (see probe/requests.py)")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send with every request, e.g. 'Authorization: Bearer ...' (repeatable)",
+    )
     parser.add_argument("--routes", type=_csv, default=[], help="only these routes (comma list)")
     parser.add_argument("--quick", action="store_true", help="fewer cells: under 3 minutes")
     parser.add_argument("--slo", default="p99=500ms,errors=1%", help="capacity at this SLO")
@@ -59,6 +67,7 @@ def run_probe(args: argparse.Namespace) -> int:
             target=target,
             out=args.out,
             requests=args.requests,
+            headers=dict(parse_header(h) for h in args.header),
             routes=args.routes,
             quick=args.quick,
             slo=args.slo,

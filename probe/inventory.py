@@ -157,12 +157,40 @@ def _awaits(node: ast.AST) -> bool:
     )
 
 
-def dependencies(dependant: Any, app_dir: Path, depth: int = 0) -> Iterator[dict[str, Any]]:
-    """Every dependency of a route, depth first, each with its style and where it is."""
+def cache_key(dependant: Any) -> Any:
+    """What FastAPI caches a dependency's value under within one request
+    (`fastapi.dependencies.models._get_cache_key`: its callable, OAuth scopes, scope)."""
+    try:
+        from fastapi.dependencies.models import _get_cache_key
+    except ImportError:  # pragma: no cover - an older or newer FastAPI
+        return (dependant.call, tuple(getattr(dependant, "oauth_scopes", None) or ()))
+    return _get_cache_key(dependant=dependant)
+
+
+def dependencies(
+    dependant: Any, app_dir: Path, depth: int = 0, seen: set[Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every dependency of a route that runs, depth first, each with its style and where it is.
+
+    A dependency the route asks for twice (`get_db` of the endpoint and of `get_current_user`)
+    runs once per request when it is cached (`use_cache`, the default; `solve_dependencies`
+    looks its key up in the request's `dependency_cache`), so it is listed once.
+    """
+    seen = set() if seen is None else seen
     for sub in getattr(dependant, "dependencies", []) or []:
         call = getattr(sub, "call", None)
         if call is None:
             continue
+        if getattr(sub, "use_cache", True):
+            try:
+                key = cache_key(sub)
+                hash(key)
+            except TypeError:  # an unhashable callable: never cached by FastAPI either
+                key = None
+            if key is not None and key in seen:
+                continue
+            if key is not None:
+                seen.add(key)
         concurrency = getattr(sub, "concurrency", None)
         yield {
             "depth": depth,
@@ -171,7 +199,7 @@ def dependencies(dependant: Any, app_dir: Path, depth: int = 0) -> Iterator[dict
             "scope": getattr(sub, "scope", None),
             "max_concurrency": getattr(concurrency, "max_concurrency", None),
         }
-        yield from dependencies(sub, app_dir, depth + 1)
+        yield from dependencies(sub, app_dir, depth + 1, seen)
 
 
 def route_id(method: str, path: str) -> str:

@@ -123,12 +123,13 @@ def threaded(route: dict[str, Any]) -> bool:
 
 
 def yield_dependencies(route: dict[str, Any]) -> list[str]:
-    """The route's `def` + `yield` dependencies (module.qualname), in the user's code."""
-    return [
+    """The route's `def` + `yield` dependencies (module.qualname), in the user's code, once."""
+    names = (
         d["name"]
         for d in route.get("dependencies", [])
         if d["style"] == f"{DEF} + yield" and d.get("user")
-    ]
+    )
+    return list(dict.fromkeys(names))
 
 
 def route_cells(

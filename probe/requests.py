@@ -13,6 +13,8 @@ by surprise. A route that needs a body, a cookie, or a parameter whose value can
 
 The requests file (TOML), every key optional but `path`:
 
+    headers = { Authorization = "Bearer ..." }   # sent with every request of every route
+
     [[request]]
     method = "GET"                # default GET
     path = "/items/{item_id}"     # a route's path template, or a concrete path (/items/42)
@@ -23,17 +25,21 @@ The requests file (TOML), every key optional but `path`:
 
 A route with requests in the file is probed with those only (they replace the generated ones);
 the other routes keep theirs. A request whose method and path match no route is an error.
+The top-level `headers` (and `--header "Name: value"` on the command line, which wins over the
+file) go with every request, generated or given, under the request's own `headers`: an app
+behind a login needs one token, not one `[[request]]` per route.
 """
 
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 REQUEST_KEYS = frozenset({"method", "path", "params", "json", "headers", "weight"})
+FILE_KEYS = frozenset({"request", "headers"})
 UUID = "00000000-0000-4000-8000-000000000001"
 STRING_FORMATS = {
     "uuid": UUID,
@@ -180,8 +186,14 @@ def fill_path(template: str, values: Mapping[str, Any]) -> str:
     return _PARAM.sub(put, template)
 
 
-def from_openapi(route: Mapping[str, Any], document: Mapping[str, Any]) -> ProbeRequest:
-    """The route's one generated request; Unfillable with the reason when there is none."""
+def from_openapi(
+    route: Mapping[str, Any],
+    document: Mapping[str, Any],
+    given_headers: Mapping[str, str] | None = None,
+) -> ProbeRequest:
+    """The route's one generated request; Unfillable with the reason when there is none. A
+    required header the user gives for every request (`given_headers`) is not made up."""
+    given = {k.lower() for k in given_headers or {}}
     operation = (document.get("paths") or {}).get(route["path"], {}).get(route["method"].lower())
     if operation is None:
         raise Unfillable("it is not in the app's OpenAPI document")
@@ -195,6 +207,8 @@ def from_openapi(route: Mapping[str, Any], document: Mapping[str, Any]) -> Probe
         parameter = resolve(parameter, document)
         where, name = parameter.get("in"), parameter.get("name")
         if where != "path" and not parameter.get("required", False):
+            continue
+        if where == "header" and str(name).lower() in given:
             continue
         try:
             value = parameter_value(parameter, document)
@@ -232,19 +246,41 @@ def template_regex(template: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(parts) + "$")
 
 
-def load_requests_file(path: Path) -> list[dict[str, Any]]:
-    """The `[[request]]` tables of a requests file; RequestsFileError on a bad file."""
+@dataclass(frozen=True)
+class RequestsFile:
+    """A parsed `--requests` file: its `[[request]]` tables and the headers for every request."""
+
+    requests: list[dict[str, Any]]
+    headers: dict[str, str]
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`Name: value` (as curl's -H takes it) -> (name, value); ValueError when it is not."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or any(c.isspace() for c in name.strip()):
+        raise ValueError(f"--header {text!r} is not `Name: value`")
+    return name.strip(), value.strip()
+
+
+def load_requests_file(path: Path) -> RequestsFile:
+    """The `[[request]]` tables and top-level `headers` of a requests file; RequestsFileError
+    on a bad file."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise RequestsFileError(f"--requests {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RequestsFileError(f"--requests {path}: not TOML: {exc}") from None
-    if extra := sorted(set(data) - {"request"}):
-        raise RequestsFileError(f"--requests {path}: unknown tables {extra}; write [[request]]")
+    if extra := sorted(set(data) - FILE_KEYS):
+        raise RequestsFileError(
+            f"--requests {path}: unknown keys {extra}; write [[request]] tables and `headers`"
+        )
+    headers = data.get("headers", {})
+    if not isinstance(headers, dict):
+        raise RequestsFileError(f"--requests {path}: `headers` must be a table of name = value")
     requests = data.get("request", [])
-    if not isinstance(requests, list) or not requests:
-        raise RequestsFileError(f"--requests {path}: no [[request]] table")
+    if not isinstance(requests, list) or (not requests and not headers):
+        raise RequestsFileError(f"--requests {path}: no [[request]] table and no `headers`")
     for i, request in enumerate(requests, 1):
         if not isinstance(request, dict) or "path" not in request:
             raise RequestsFileError(f"--requests {path}: request {i} has no `path`")
@@ -253,7 +289,7 @@ def load_requests_file(path: Path) -> list[dict[str, Any]]:
                 f"--requests {path}: request {i} has unknown keys {sorted(unknown)}; "
                 f"known: {sorted(REQUEST_KEYS)}"
             )
-    return requests
+    return RequestsFile(requests, {str(k): str(v) for k, v in headers.items()})
 
 
 def match_route(
@@ -298,17 +334,32 @@ def from_file(
     )
 
 
+def with_headers(request: ProbeRequest, headers: Mapping[str, str]) -> ProbeRequest:
+    """The request with `headers` under its own (a request's own header wins; names compare
+    without case, as HTTP's do)."""
+    if not headers:
+        return request
+    own = {k.lower() for k in request.headers}
+    merged = {k: v for k, v in headers.items() if k.lower() not in own}
+    return replace(request, headers={**merged, **request.headers})
+
+
 def plan_requests(
     inventory: Mapping[str, Any],
     requests_file: Path | None = None,
     unsafe: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> list[RoutePlan]:
-    """One RoutePlan per route of the inventory, in its order."""
+    """One RoutePlan per route of the inventory, in its order. `headers` (`--header`) go with
+    every request, over the file's top-level `headers`."""
     routes = list(inventory["routes"])
     document = inventory.get("openapi") or {}
     given: dict[str, list[ProbeRequest]] = {}
+    common: dict[str, str] = {}
     if requests_file is not None:
-        for i, request in enumerate(load_requests_file(requests_file), 1):
+        loaded = load_requests_file(requests_file)
+        common.update(loaded.headers)
+        for i, request in enumerate(loaded.requests, 1):
             found = match_route(request, routes)
             if found is None:
                 method = str(request.get("method", "GET")).upper()
@@ -320,6 +371,8 @@ def plan_requests(
             route, held = found
             source = f"{requests_file.name} #{i}"
             given.setdefault(route["id"], []).append(from_file(request, route, held, source))
+    lowered = {k.lower() for k in headers or {}}
+    common = {k: v for k, v in common.items() if k.lower() not in lowered} | dict(headers or {})
     plans = []
     for route in routes:
         plan = RoutePlan(route)
@@ -327,16 +380,17 @@ def plan_requests(
             plan.requests = given[route["id"]]
         elif route["method"] not in SAFE_METHODS and not unsafe:
             plan.not_probed = (
-                f"{route['method']} may change the app's data: give its request in --requests "
-                "(or pass --unsafe)"
+                "not a safe method (GET, HEAD, OPTIONS), so it may change the app's data: "
+                "give its request in --requests (or pass --unsafe)"
             )
         elif inventory.get("openapi_error"):
             plan.not_probed = f"the app's OpenAPI document failed: {inventory['openapi_error']}"
         else:
             try:
-                plan.requests = [from_openapi(route, document)]
+                plan.requests = [from_openapi(route, document, common)]
             except Unfillable as exc:
                 plan.not_probed = str(exc)
+        plan.requests = [with_headers(r, common) for r in plan.requests]
         plans.append(plan)
     return plans
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 import contract
 from contract.cell import CellResult
@@ -72,6 +73,8 @@ class ProbeOptions:
     target: Target
     out: Path
     requests: Path | None = None
+    # `--header`: sent with every request (over the requests file's top-level `headers`).
+    headers: dict[str, str] = field(default_factory=dict)
     routes: list[str] = field(default_factory=list)
     quick: bool = False
     slo: str = "p99=500ms,errors=1%"
@@ -388,12 +391,13 @@ def probe(options: ProbeOptions, console: Console) -> int:
     options.out.mkdir(parents=True, exist_ok=True)
     inventory = take_inventory(options)
     plans = select_routes(
-        plan_requests(inventory, options.requests, options.unsafe), options.routes
+        plan_requests(inventory, options.requests, options.unsafe, options.headers),
+        options.routes,
     )
     probed = [p for p in plans if not p.not_probed]
     for p in plans:
         if p.not_probed:
-            console.print(f"not probed: {p.label}: {p.not_probed}", soft_wrap=True)
+            console.print(escape(f"not probed: {p.label}: {p.not_probed}"), soft_wrap=True)
     if not probed:
         raise ProbeInputError("no route of the app can be probed (see the lines above)")
     console.print(
@@ -404,7 +408,7 @@ def probe(options: ProbeOptions, console: Console) -> int:
     bad = 0
     for p in probed:
         if why := smoke.failure(p.id):
-            console.print(f"[red]error[/]: {p.label} {why}", soft_wrap=True)
+            console.print(f"[red]error[/]: {escape(f'{p.label} {why}')}", soft_wrap=True)
             p.not_probed, bad = why, bad + 1
     probed = [p for p in probed if not p.not_probed]
     if not probed:
@@ -425,9 +429,9 @@ def probe(options: ProbeOptions, console: Console) -> int:
     )
     for p in probed:
         arms = ", ".join(f"{c.cell.cell_id.split('__', 1)[1]} ({c.why})" for c in cells[p.id][0])
-        console.print(f"  {p.label} [{p.route['style']}]: {arms}", soft_wrap=True)
+        console.print(escape(f"  {p.label} [{p.route['style']}]: {arms}"), soft_wrap=True)
         for arm, why in cells[p.id][1].items():
-            console.print(f"    no {arm} arm: {why}", soft_wrap=True)
+            console.print(escape(f"    no {arm} arm: {why}"), soft_wrap=True)
     document = {
         "app": options.target.spec,
         "settings": settings.to_dict(),
@@ -473,8 +477,11 @@ def probe(options: ProbeOptions, console: Console) -> int:
                     capacities.append(row)
                     write_capacity(options.out, capacities)
                     console.print(
-                        f"capacity {p.label}: {row['capacity_rps'] or '-'} req/s at {settings.slo} "
-                        f"({row['bound']}; {row['limit_reason'] or 'every rate passed'})",
+                        escape(
+                            f"capacity {p.label}: {row['capacity_rps'] or '-'} req/s at "
+                            f"{settings.slo} ({row['bound']}; "
+                            f"{row['limit_reason'] or 'every rate passed'})"
+                        ),
                         soft_wrap=True,
                     )
         session.calibrate("after the routes")

@@ -47,12 +47,37 @@ class Target:
         return [self.spec, "--app-dir", str(self.app_dir), *(["--factory"] if self.factory else [])]
 
 
+# The lab's own top-level packages: the probe's processes import them beside the user's app.
+LAB_ROOT = Path(__file__).resolve().parent.parent
+LAB_PACKAGES = ("analysis", "contract", "examples", "loadtests", "probe", "servers")
+
+
+def shadowing(app_dir: Path) -> list[str]:
+    """The lab's package names that the app's folder also holds at its top (`analysis/`,
+    `probe.py`, ...): Python imports one module per name, so one would get the other's."""
+    root = app_dir.resolve()
+    if root == LAB_ROOT:
+        return []  # the lab's own apps (`servers.sync_app:app`)
+    return [
+        name
+        for name in LAB_PACKAGES
+        if (root / name / "__init__.py").is_file() or (root / f"{name}.py").is_file()
+    ]
+
+
 def load(target: Target) -> Any:
     """Import the app (and call the factory); TargetError with one line when it cannot be.
 
     An exception raised by the user's module itself is reported with its type, message and the
     line of the user's code it came from: the probe cannot run an app that does not import.
     """
+    if clash := shadowing(target.app_dir):
+        names = ", ".join(f"`{n}`" for n in clash)
+        raise TargetError(
+            f"the app's folder {target.app_dir.resolve()} has top-level {names}, the name of one "
+            "of the lab's own packages, and one Python process cannot import both: run the probe "
+            "with --app-dir set to a folder without it (the package above your app, say)"
+        )
     folder = str(target.app_dir.resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -60,6 +85,12 @@ def load(target: Target) -> Any:
         found = import_from_string(target.spec)
     except ImportFromStringError as exc:
         raise TargetError(f"{exc} (with {folder} first on sys.path; see --app-dir)") from None
+    except ModuleNotFoundError as exc:  # the app's own dependency is not installed here
+        raise TargetError(
+            f"importing {target.module} raised {where(exc)}: install the app's dependencies "
+            f"into the Python the probe runs ({sys.executable} -m pip install ...), or install "
+            "the lab into the app's own environment (pip install -e PATH/TO/LAB)"
+        ) from None
     except Exception as exc:  # the user's module raised while it imported
         raise TargetError(f"importing {target.module} raised {where(exc)}") from None
     if target.factory:

@@ -179,6 +179,42 @@ def counted() -> dict[str, bool]:
     return {"on_loop": on_loop()}
 
 
+# --- A dependency asked for twice, as apps do (`get_db` of the endpoint and of the user) ---------
+
+cached = FastAPI()
+
+
+class Bearer:
+    """A class-instance dependency, as `OAuth2PasswordBearer` is."""
+
+    async def __call__(self) -> str:
+        return "token"
+
+
+bearer = Bearer()
+
+
+def current_user(
+    db: Annotated[int, Depends(sync_yield)], token: Annotated[str, Depends(bearer)]
+) -> str:
+    return "user"
+
+
+@cached.get("/twice")
+def twice(
+    db: Annotated[int, Depends(sync_yield)], user: Annotated[str, Depends(current_user)]
+) -> dict[str, str]:
+    return {"user": user}
+
+
+@cached.get("/uncached")
+def uncached(
+    db: Annotated[int, Depends(sync_yield)],
+    again: Annotated[int, Depends(sync_yield, use_cache=False)],
+) -> dict[str, int]:
+    return {"db": db + again}
+
+
 # --- Routes the loop sampler and the probe's bad-input checks use ---------------------------------
 
 faulty = FastAPI()

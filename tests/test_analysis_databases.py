@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import contract  # noqa: E402
+from analysis.document import Heading, Paragraph  # noqa: E402
 from analysis.judge import databases  # noqa: E402
 from analysis.judge.databases import (  # noqa: E402
     database_of,
@@ -34,7 +35,6 @@ from analysis.load import load_run  # noqa: E402
 from analysis.plot import styles  # noqa: E402
 from analysis.plot.databases import PARTIAL_HATCH, plot_databases  # noqa: E402
 from analysis.report.build import write_report  # noqa: E402
-from analysis.report.document import Heading, Paragraph  # noqa: E402
 from analysis.sections.databases import (  # noqa: E402
     HEADER,
     HEADING,

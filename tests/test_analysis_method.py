@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import contract
+from analysis.document import Table, to_markdown
 from analysis.judge.caveats import caveats, grouped
 from analysis.judge.cells import outcomes
 from analysis.judge.noise import scenario_noise
@@ -23,7 +24,6 @@ from analysis.load import load_run, load_summary
 from analysis.load.derive import derive
 from analysis.report.build import style_table, verdict_table
 from analysis.report.compare import write_compare
-from analysis.report.document import Table, to_markdown
 from analysis.report.trust import latency_blocks, observer_blocks, quiet_blocks
 from tests.analysis_fixtures import write_summary
 

@@ -1,4 +1,5 @@
-"""Every committed reference run (results/reference/ and its sub-runs) still loads, renders and
+"""Every committed reference run (each folder with a manifest.json under results/reference/,
+found by glob, so a new one is checked without being listed) still loads, renders and
 reproduces the verdicts its committed report.md records: what `make report RUN=<it>` gives.
 
 "Its verdicts", per part of the report, parsed from both the committed report.md and the one
@@ -20,8 +21,10 @@ drawn in full, the two cheapest that draw section charts, a stalls chart and hoc
   "blocking-in-async" is written `` `async def` + sync lib `` since the analysis names each
   style one way (analysis.vocabulary);
 - "Which ASGI server" (servers/): each scenario x server's winner;
+- "Requests whose client left" (abandon/): each scenario's table, every figure per style x arm;
 - a probe run's first table (probe/, probe-quick/): each route's finding and the line to change;
-- slo/earlier-a and earlier-b hold no report.md: the capacities README.md quotes for them.
+- runs without a report.md have their expectations here: slo/earlier-a and earlier-b the
+  capacities README.md quotes for them, distributed/ its Verdicts rows.
 """
 
 import re
@@ -35,20 +38,20 @@ from analysis.vocabulary import BLOCKING, variant_words
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference"
-WITH_REPORT = (
-    "",
-    "stalls",
-    "deadlock",
-    "threadpool",
-    "clients",
-    "slo",
-    "postgres",
-    "servers",
-    "abandon",
-    "probe",
-    "probe-quick",
-)
-WITHOUT_REPORT = ("slo/earlier-a", "slo/earlier-b")
+
+
+def reference_runs() -> tuple[str, ...]:
+    """Every committed run: each folder under results/reference/ (itself included, as "") with
+    a manifest.json, by its path from there, so a new one cannot be left out."""
+    found = {m.parent.relative_to(REFERENCE).as_posix() for m in REFERENCE.rglob("manifest.json")}
+    return tuple(sorted("" if name == "." else name for name in found))
+
+
+RUNS = reference_runs()
+# A run with a committed report.md reproduces its verdicts; one without has its expectations
+# below (README_CAPACITIES, VERDICTS_WITHOUT_REPORT), or the test asking for them fails.
+WITH_REPORT = tuple(n for n in RUNS if (REFERENCE / n / "report.md").is_file())
+WITHOUT_REPORT = tuple(n for n in RUNS if n not in WITH_REPORT)
 # README.md, "Capacity at an SLO": the two single-pass runs, by scenario and style.
 README_CAPACITIES: dict[str, dict[tuple[str, str], str]] = {
     "slo/earlier-a": {
@@ -63,6 +66,12 @@ README_CAPACITIES: dict[str, dict[tuple[str, str], str]] = {
         ("chat", "`async def` + aiohttp"): "1,100 req/s",
         ("items_read", "`async def` + sync lib"): "≥ 3,200 req/s (every rate tried met the SLO)",
     },
+}
+# Runs without a report.md and without capacities: the Verdicts rows their report gives.
+# distributed/ (README "Load from other hosts"): one `async def` cell of `hello` from two load
+# hosts, one style, so no verdict, its scenario listed.
+VERDICTS_WITHOUT_REPORT: dict[str, list[tuple[str, str, str, str]]] = {
+    "distributed": [("`hello`", "n/a", "n/a", "n/a")],
 }
 # The one renaming in the reports' words (see the module's docstring).
 OLD_WORDS = {"blocking-in-async": variant_words(BLOCKING)}
@@ -165,6 +174,11 @@ def verdicts(md: str) -> dict[str, object]:
     if found := heading(p, "Which ASGI server"):
         rows = table_with(p[(found,)], "against the main server")
         out["servers"] = [(r["scenario"], r["server"], r["winner"]) for r in rows]
+    if found := heading(p, "Requests whose client left"):
+        out["abandon"] = {
+            s: [tuple(r.values()) for r in table_with(text, "arm")]
+            for s, text in subsections(p, found).items()
+        }
     if found := heading(p, "Probe:"):
         rows = table_with(p[(found,)], "finding")
         out["probe"] = [
@@ -217,7 +231,22 @@ def test_a_reference_reproduces_the_verdicts_of_its_committed_report(
         assert now[part] == decided, part
 
 
-@pytest.mark.parametrize("name", WITHOUT_REPORT)
+def test_every_reference_run_is_checked() -> None:
+    # The glob finds the runs the hand-written lists used to name, and more.
+    assert {"", "abandon", "distributed", "probe", "slo/earlier-a"} <= set(RUNS)
+    # A run without a committed report.md needs its expectations written here.
+    assert set(WITHOUT_REPORT) == set(README_CAPACITIES) | set(VERDICTS_WITHOUT_REPORT)
+
+
+@pytest.mark.parametrize("name", sorted(VERDICTS_WITHOUT_REPORT))
+def test_a_reference_without_a_report_renders_its_verdicts(
+    name: str, rendered: dict[str, str]
+) -> None:
+    assert rendered[name].startswith("# def or async def? Run ")
+    assert verdicts(rendered[name])["verdicts"] == VERDICTS_WITHOUT_REPORT[name]
+
+
+@pytest.mark.parametrize("name", sorted(README_CAPACITIES))
 def test_the_earlier_slo_runs_reproduce_the_capacities_the_readme_quotes(
     name: str, rendered: dict[str, str]
 ) -> None:

@@ -4,9 +4,9 @@ worker in each of two others, the master here. Every request any worker started 
 one outcome; the offered rate is split between the workers' schedules; a worker host that dies
 mid-cell fails the cell, naming it.
 
-It needs the right to make namespaces (root here, and in CI, which runs as root on a machine
-like this one); without it the module is skipped with the reason `loadtests.netns.available`
-gives.
+It needs the right to make namespaces (root or CAP_NET_ADMIN, which this machine gives);
+without it (an unprivileged container, say) the module is skipped with the reason
+`loadtests.netns.available` gives, and `make test` says so in its summary of skips.
 """
 
 import json
@@ -158,3 +158,30 @@ def test_the_lab_starts_its_own_server_where_the_load_hosts_reach_it(
     assert doc["status"] == "ok", doc["reason"]
     assert doc["metrics"]["ok"] > 0 and doc["metrics"]["censored"] == 0
     assert len(doc["judged"]["load_hosts"]) == 2
+
+
+@pytest.mark.timeout(300)
+def test_the_probe_drives_its_cells_from_the_load_hosts(network: Network, tmp_path: Path) -> None:
+    # `sync-async-lab probe --locust-hosts`: the user's app served where the workers reach it,
+    # each cell's rows from both hosts, every request accounted for.
+    out = tmp_path / "probe"
+    hosts = [network.namespace("w1"), network.namespace("w2")]
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "probe", "tests.probe_apps:faulty", "--quick"]
+        + ["--routes", "/fine", "--users", "10", "--out", str(out)]
+        + ["--locust-hosts", ",".join(hosts), "--host-prefix", network.exec_prefix()]
+        + ["--master-address", network.gateway],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    cells = [json.loads(p.read_text()) for p in sorted(out.glob("*/cell.json"))]
+    assert cells and all(c["status"] == "ok" for c in cells), [c["reason"] for c in cells]
+    for doc in cells:
+        assert {w["host"] for w in doc["judged"]["load_hosts"]} == set(hosts), doc["cell_id"]
+        m = doc["metrics"]
+        assert m["requests"] == m["ok"] + m["errors"] + m["timeouts"] + m["censored"] > 0
+    routes = (out / "routes.csv").read_text()
+    assert "/fine" in routes

@@ -65,7 +65,11 @@ def test_each_workers_cpu_over_the_window() -> None:
     )  # fmt: skip
     assert [c["cpu_pct"] for c in cpu] == [50.0, 95.0, None]
     assert cpu[0]["host_cpu_pct"] == 80.0
-    assert saturated(cpu) == "load host b (worker 1) at 95% of its core"
+    # b's worker saturated its core, and b (a host that gave no boot id: not this machine) all
+    # of its CPUs.
+    assert saturated(cpu) == (
+        "load host b (worker 1) at 95% of its core; load host b at 99% of its CPUs"
+    )
 
 
 def test_a_saturated_load_host_is_the_load_sides_fault_alone() -> None:
@@ -84,3 +88,22 @@ def test_with_load_hosts_the_workers_cpu_decides_and_not_this_load_core() -> Non
     assert validity(60.0, 60.0, 10, 10, True) == (False, "load core at 120% (Locust + upstream)")
     # No worker sent CPU samples: not measured, as for one local Locust.
     assert validity(None, None, 10, 10, True, load_hosts="")[1] == "load generator CPU not measured"
+
+
+def test_a_load_host_of_its_own_is_judged_by_all_its_cpus_and_one_here_is_not() -> None:
+    # Two workers at 60 % of their cores: on a machine of their own, at 95 % of its CPUs (other
+    # work there, or the workers together) the host is saturated; on this machine (a network
+    # namespace: the same boot id) the host's busy share includes the server and does not count.
+    calm = [(t, 0.6 * t, 95.0) for t in (0.0, 1.0, 2.0, 3.0)]
+    workers = [
+        {"host": "far", "worker_index": 0, "cpu_samples": calm, "boot_id": "b-far", "rows": 5},
+        {"host": "ns1", "worker_index": 1, "cpu_samples": calm, "boot_id": "b-here", "rows": 5},
+    ]
+    cpu = worker_cpu(workers, 1.0, 3.0, here="b-here")
+    assert [(c["host_is_here"], c["host_cpu_pct"]) for c in cpu] == [(False, 95.0), (True, 95.0)]
+    assert saturated(cpu) == "load host far at 95% of its CPUs"
+    assert saturated(cpu[1:]) == ""
+    # The master gathers every row: it too can be the load side's limit.
+    assert saturated(cpu[1:], master_pct=97.0) == "Locust master at 97% of its core"
+    for reason in (saturated(cpu), saturated(cpu[1:], master_pct=97.0)):
+        assert contract.load_side_only(reason)

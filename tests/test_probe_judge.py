@@ -4,8 +4,18 @@ runs; these pin the order on numbers chosen to sit either side of each threshold
 
 from typing import Any
 
-from analysis.judge.probe import BLOCKS_LOOP, FLIP_FASTER, OK, STARVES, find
+from analysis.judge.probe import (
+    BLOCKS_LOOP,
+    FLIP_FASTER,
+    NOT_PROBED,
+    OK,
+    STALLS,
+    STARVES,
+    Finding,
+    find,
+)
 from analysis.load.probe import Held, ProbeCell
+from analysis.sections.probe import first_rows
 from contract.cell import CellResult
 
 ROUTE: dict[str, Any] = {
@@ -96,3 +106,27 @@ def test_holds_on_a_share_of_the_requests_block_the_loop() -> None:
     out = judged(cell(1000, holds=150), cell(1000, holds=150, repeat=2))
     assert out.finding == BLOCKS_LOOP
     assert out.site == "shop.py:95"
+
+
+def test_the_first_table_puts_the_worst_first_and_names_unprobed_routes_together() -> None:
+    def route(path: str, method: str = "GET") -> dict[str, Any]:
+        return {**ROUTE, "id": path, "path": path, "method": method}
+
+    why = "POST may change the app's data"
+    found = [
+        Finding(route("/a", "POST"), NOT_PROBED, advice=why),
+        Finding(route("/b"), OK, headline="1 req/s"),
+        Finding(route("/c", "PATCH"), NOT_PROBED, advice=why),
+        Finding(route("/d"), STALLS, site="shop.py:85"),
+        Finding(route("/e"), NOT_PROBED, advice="it needs a request body"),
+        Finding(route("/f"), BLOCKS_LOOP),
+    ]
+    rows = first_rows(found)
+    assert [r[0] for r in rows] == [
+        "`GET /d`",
+        "`GET /f`",
+        "`GET /b`",
+        "`POST /a`, `PATCH /c`",
+        "`GET /e`",
+    ]
+    assert rows[3][2:4] == [f"**{NOT_PROBED}**", why]

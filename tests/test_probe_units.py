@@ -15,11 +15,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from analysis.judge.probe import dependency_text
 from probe import arms
 from probe.inventory import ASYNC_DEF, DEF, inventory, style_of
-from probe.plan import QUICK, Settings, flip_applies, ladder, route_cells
+from probe.plan import QUICK, Settings, flip_applies, ladder, route_cells, yield_dependencies
 from probe.requests import (
     RequestsFileError,
+    parse_header,
     plan_requests,
     select_routes,
 )
@@ -53,6 +55,10 @@ def by_path(doc: dict) -> dict[str, dict]:
         ("tests.probe_apps:faulty", ".", True, "faulty() raised TypeError"),
         ("tests.probe_apps:broken_import", ".", True, "RuntimeError: the app could not"),
         ("probe_broken:app", "tests/data", False, "RuntimeError: cannot reach the"),
+        # The app's own dependency missing here: how to install it, in the same line.
+        ("probe_missing_dependency:app", "tests/data", False, "install the app's dependencies"),
+        # An app folder with a package named as one of the lab's: refused, not half-imported.
+        ("shadowed:app", "tests/data/shadowing", False, "has top-level `analysis`"),
         ("x:app", "no/such/dir", False, "is not a folder"),
     ],
 )
@@ -85,6 +91,25 @@ def test_the_inventory_has_fastapis_own_styles_and_the_dependency_tree() -> None
     assert routes["GET /awaits"]["awaits"] is True
     # A route-level dependency is in the tree too.
     assert routes["GET /counted"]["dependencies"][0]["style"] == "def + yield"
+
+
+def test_a_dependency_asked_for_twice_is_listed_once_unless_it_is_not_cached() -> None:
+    routes = by_path(routes_of(probe_apps.cached))
+    twice = [
+        (d["name"].rsplit(".", 2)[-2:], d["style"]) for d in routes["GET /twice"]["dependencies"]
+    ]
+    assert twice == [
+        (["probe_apps", "sync_yield"], "def + yield"),
+        (["probe_apps", "current_user"], DEF),
+        (["Bearer", "__call__"], ASYNC_DEF),
+    ]
+    uncached = [d["name"] for d in routes["GET /uncached"]["dependencies"]]
+    assert uncached == ["tests.probe_apps.sync_yield"] * 2
+    # The arm caps the named dependency once, and the report names the class, not `__call__`.
+    assert yield_dependencies(routes["GET /twice"]) == ["tests.probe_apps.sync_yield"]
+    assert dependency_text(routes["GET /twice"]) == (
+        "sync_yield: def + yield; current_user: def; Bearer: async def"
+    )
 
 
 def test_included_routers_keep_their_prefix() -> None:
@@ -138,8 +163,8 @@ def test_a_required_header_is_sent(shapes_plans: dict) -> None:
     [
         ("GET /pattern/{code}", "its path parameter `code`: its value must match the pattern"),
         ("GET /cookie", "it needs the cookie `session`"),
-        ("POST /body", "POST may change the app's data"),
-        ("DELETE /things/{n}", "DELETE may change the app's data"),
+        ("POST /body", "not a safe method"),
+        ("DELETE /things/{n}", "it may change the app's data"),
     ],
 )
 def test_a_route_the_probe_cannot_call_says_why(shapes_plans: dict, label: str, why: str) -> None:
@@ -191,7 +216,9 @@ def test_a_requests_file_replaces_and_adds(tmp_path: Path) -> None:
         ('[[request]]\nmethod = "PUT"\npath = "/int/{n}"\n', "matches no route"),
         ('[[request]]\npath = "/int/{n}"\nbody = 1\n', "unknown keys ['body']"),
         ('[[request]]\nmethod = "GET"\n', "has no `path`"),
-        ("[[requests]]\n", "unknown tables"),
+        ("[[requests]]\n", "unknown keys ['requests']"),
+        ("headers = 3\n", "`headers` must be a table"),
+        ("", "no [[request]] table and no `headers`"),
         ("not toml at all = = =\n", "not TOML"),
         ('[[request]]\npath = "/int/{n}"\n', "path parameter `n` has no value"),
     ],
@@ -200,6 +227,49 @@ def test_a_bad_requests_file_is_one_line(tmp_path: Path, text: str, says: str) -
     with pytest.raises(RequestsFileError) as raised:
         plan_requests(routes_of(probe_apps.shapes), write(tmp_path, text))
     assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_headers_for_every_request_go_under_each_requests_own(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        headers = { Authorization = "Bearer file", X-Token = "from-file" }
+        [[request]]
+        path = "/int/7"
+        headers = { authorization = "Bearer own" }
+        """,
+    )
+    doc = routes_of(probe_apps.shapes)
+    plans = {p.label: p for p in plan_requests(doc, path, headers={"X-Trace": "cli"})}
+    (given,) = plans["GET /int/{n}"].requests
+    # The request's own header wins (names compare without case); the rest are added.
+    assert given.headers == {
+        "X-Token": "from-file",
+        "X-Trace": "cli",
+        "authorization": "Bearer own",
+    }
+    (made,) = plans["GET /enum/{colour}"].requests
+    assert made.headers == {
+        "Authorization": "Bearer file",
+        "X-Token": "from-file",
+        "X-Trace": "cli",
+    }
+    # A required header parameter the user gives is sent as given, not made up.
+    (header,) = plans["GET /header"].requests
+    assert header.headers["X-Token"] == "from-file"
+    # --header wins over the file's.
+    plans = {p.label: p for p in plan_requests(doc, path, headers={"x-token": "cli"})}
+    assert plans["GET /header"].requests[0].headers == {
+        "Authorization": "Bearer file",
+        "x-token": "cli",
+    }
+
+
+@pytest.mark.parametrize("text", ["no-colon", ": empty name", "Two words: x"])
+def test_a_bad_header_is_one_line(text: str) -> None:
+    with pytest.raises(ValueError, match="is not `Name: value`"):
+        parse_header(text)
+    assert parse_header("Authorization:  Bearer a:b ") == ("Authorization", "Bearer a:b")
 
 
 def test_routes_are_selected_by_path_label_name_or_id() -> None:

@@ -26,9 +26,9 @@ from analysis.judge.cells import (
     database_of,
 )
 from analysis.judge.cells import outcomes as cell_outcomes
-from analysis.judge.repeats import Repeats
-from analysis.judge.samples import tail_text
-from analysis.judge.transform import at_reference_tokens, ratio_with_spread, sample_counts
+from analysis.judge.repeats import Repeats, numeric
+from analysis.judge.samples import tail_over_repeats, tail_text
+from analysis.judge.transform import at_reference_tokens, ratio_with_spread
 from analysis.vocabulary import BASELINE, DEFAULT_ARM, variant_words
 
 SQLITE = "sqlite"
@@ -139,13 +139,9 @@ def repeat_kinds(rows: pd.DataFrame) -> pd.Series:
     """Each repeat's kind: ok, or failed > deadlock (`stalled`) > stall (a gap of GAP_NOTE_S
     or more without a completion) > invalid > not steady."""
     base = cell_outcomes(rows).replace({contract.STALLED: DEADLOCK})
-    gap = pd.to_numeric(column(rows, "gap_max_s", math.nan), errors="coerce").astype(float)
+    gap = numeric(rows, "gap_max_s")
     stall = (gap >= contract.GAP_NOTE_S) & base.isin([OK, INVALID, NOT_STEADY])
     return base.mask(stall, STALL)
-
-
-def _num(rows: pd.DataFrame, name: str) -> pd.Series:
-    return pd.to_numeric(column(rows, name, math.nan), errors="coerce").astype(float)
 
 
 def _stall(rows: pd.DataFrame, kinds: pd.Series) -> dict[str, object]:
@@ -157,7 +153,7 @@ def _stall(rows: pd.DataFrame, kinds: pd.Series) -> dict[str, object]:
             continue
         if 1 < n and int(hit.sum()) < n:
             share = f" ({int(hit.sum())} of {n} repeats)"
-        gap = float(_num(rows[hit], "gap_max_s").max())
+        gap = float(numeric(rows[hit], "gap_max_s").max())
         text = DEADLOCK if kind == DEADLOCK or math.isnan(gap) else f"{STALL} {gap:.1f} s"
         evidence = [str(e).strip() for e in column(rows[hit], "stall_evidence", "") if str(e)]
         return {
@@ -179,19 +175,14 @@ def _numbers(rows: pd.DataFrame) -> dict[str, object]:
             "p99_text": "n/a",
         }
     rps = Repeats.over(rows, "rps")
-    tail: dict[str, object] = {
-        f"p{q}_ms": Repeats.over(rows, f"p{q}_ms").median for q in (50, 90, 95, 99)
-    }
-    counts = sample_counts(rows)
-    tail["n"] = float(counts.min()) if counts.notna().any() else math.nan
-    tail["censored_min_ms"] = float(_num(rows, "censored_min_ms").min())
+    tail = tail_over_repeats(rows)
     return {
         "rps": rps.median,
         "rps_lo": rps.lo,
         "rps_hi": rps.hi,
         "rps_text": rps.text(),
         "p99_ms": tail["p99_ms"],
-        "p99_text": tail_text(pd.Series(tail))[0],
+        "p99_text": tail_text(tail)[0],
         "db_cpu_pct": Repeats.over(rows, "db_cpu_pct").median,
     }
 

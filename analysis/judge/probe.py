@@ -146,11 +146,18 @@ class Finding:
         }
 
 
+def short_name(name: str) -> str:
+    """A callable's name as a reader knows it: `get_db` for `app.api.deps.get_db`, the class
+    for an instance's `__call__` (`OAuth2PasswordBearer` for `...OAuth2PasswordBearer.__call__`)."""
+    parts = name.split(".")
+    return parts[-2] if parts[-1] == "__call__" and len(parts) > 1 else parts[-1]
+
+
 def dependency_text(route: dict[str, Any]) -> str:
-    """Each dependency with its style: `get_session: def + yield; ...`."""
-    return "; ".join(
-        f"{d['name'].rsplit('.', 1)[-1]}: {d['style']}" for d in route.get("dependencies", [])
-    )
+    """Each dependency with its style, once (FastAPI runs a cached dependency once per
+    request): `get_session: def + yield; ...`."""
+    shown = (f"{short_name(d['name'])}: {d['style']}" for d in route.get("dependencies", []))
+    return "; ".join(dict.fromkeys(shown))
 
 
 def per_s(x: float | None) -> str:
@@ -194,14 +201,13 @@ def costs_less(value: float | None, base: Repeats, noise: float) -> float | None
 def stall_text(cell: ProbeCell) -> str:
     """What a stalled cell's server looked like, in its own words."""
     judged = cell.result.judged
-    extra = judged.model_extra or {}
     parts = [judged.stall_evidence]
     if judged.threads:
         parts.append(f"threads: {judged.threads}")
-    if sites := extra.get("thread_sites"):
+    if sites := judged.thread_sites:
         where, n = next(iter(sites.items()))
         parts.append(f"{n} of them at {where}")
-    if loop := extra.get("loop_site"):
+    if loop := judged.loop_site:
         parts.append(f"the event loop held at {loop}")
     return "; ".join(p for p in parts if p)
 
@@ -283,7 +289,6 @@ def stalls(out: Finding, stalled: Sequence[ProbeCell], mine: Sequence[ProbeCell]
     """Rule 1: the route stalls."""
     first = min(stalled, key=lambda c: c.users)
     judged = first.result.judged
-    extra = judged.model_extra or {}
     gap = first.result.metrics.gap_max_s
     out.finding = STALLS
     out.headline = f"0 req/s at {first.users} users: nothing completed for {number(gap or 0)} s"
@@ -293,16 +298,16 @@ def stalls(out: Finding, stalled: Sequence[ProbeCell], mine: Sequence[ProbeCell]
     ]
     if (DB_WAIT in judged.threads or POOLED_WAIT in judged.threads) and yields:
         dep = yields[0]
-        out.site, out.call = f"{dep['file']}:{dep['line']}", dep["name"].rsplit(".", 1)[-1]
+        out.site, out.call = f"{dep['file']}:{dep['line']}", short_name(dep["name"])
         out.advice = stall_fix(out.call, next((c for c in mine if c.arm == "maxconc"), None))
-    elif loop := extra.get("loop_site"):
+    elif loop := judged.loop_site:
         out.site = loop.split()[0]
         out.advice = (
             f"The event loop itself is held at {loop}: the route's code blocks inside "
             "`async def`; move that call to a thread (`def`) or use an async library"
         )
     else:
-        sites = extra.get("thread_sites") or {}
+        sites = judged.thread_sites or {}
         out.site = next(iter(sites), "").split(" ")[0]
         out.advice = (
             "Every thread waits for what the evidence names: give it more room than the "
@@ -440,7 +445,7 @@ def starves(
         return None
     best, end = more[0], out.route["endpoint"]
     out.finding = STARVES
-    out.site, out.call = f"{end['file']}:{end['line']}", end["name"].rsplit(".", 1)[-1]
+    out.site, out.call = f"{end['file']}:{end['line']}", short_name(end["name"])
     out.headline = f"x{ratio:.2f} with {best.tokens} thread tokens"
     out.evidence = (
         f"{waited}; with {best.tokens} tokens: {per_s(best.rps)} against {per_s(base.median)} "
@@ -488,7 +493,7 @@ def flip_or_ok(
         ratio, basis, flip = lead
         end = out.route["endpoint"]
         out.finding = FLIP_FASTER
-        out.site, out.call = f"{end['file']}:{end['line']}", end["name"].rsplit(".", 1)[-1]
+        out.site, out.call = f"{end['file']}:{end['line']}", short_name(end["name"])
         out.headline = f"x{ratio:.2f} as `{other}`"
         out.evidence = (
             f"at {users} users as `{other}` (the flip arm): {per_s(flip.rps)} against "

@@ -22,6 +22,7 @@ import pandas as pd
 
 import contract
 from analysis.fmt import rate
+from analysis.judge.cells import column
 
 # Percentile columns over repeats: known only when every repeat has a value (see above).
 EVERY_REPEAT: frozenset[str] = frozenset(contract.PERCENTILE_RULE)
@@ -39,6 +40,12 @@ def safe_ratio(num: object, den: object) -> float:
     if b == 0:
         return math.inf
     return a / b
+
+
+def numeric(rows: pd.DataFrame, name: str) -> pd.Series:
+    """Column `name` of `rows` as floats, one per repeat: NaN where a value is missing or not a
+    number, and for every row when the frame lacks the column."""
+    return pd.to_numeric(column(rows, name, math.nan), errors="coerce").astype(float)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ column, its exact value kept in `<column>_raw`. This module only reads that: whi
 row has, what to print for an empty one (`n too small (n=…)`), and whether a percentile rests on
 censored requests: at or above the smallest censored age (`censored_min_ms`) it is a lower bound,
 printed "≥ 123 ms". Over repeats a percentile is known only when every repeat has it
-(analysis.judge.repeats), so the fewest samples of any repeat decide, as `n` reports them.
+(analysis.judge.repeats), so the fewest samples of any repeat decide, as `n` reports them
+(`tail_over_repeats`: one configuration's repeats as the one row the other functions read).
 """
 
 import math
@@ -16,6 +17,8 @@ import pandas as pd
 
 import contract
 from analysis.fmt import ms
+from analysis.judge.repeats import Repeats, numeric
+from analysis.judge.transform import sample_counts
 
 # The percentiles summary.csv holds, highest first: a tail figure falls back along this list.
 LATENCY_PERCENTILES: tuple[int, ...] = (99, 95, 90, 50)
@@ -126,6 +129,20 @@ def tail(
     value = float(row[column])
     bound = censored and lower_bound(value, row.get("censored_min_ms"))
     return Tail(column, f"p{q}", value, _n(row.get(n_column)), bound)
+
+
+def tail_over_repeats(rows: pd.DataFrame) -> pd.Series:
+    """The latency percentiles of one configuration's repeats `rows` as one row that `tail`,
+    `tail_text` and `fmt_pct` read: each `p<q>_ms` of LATENCY_PERCENTILES the median over the
+    repeats (the repeat statistic: known only when every repeat has it), `n` the fewest samples
+    of any repeat and `censored_min_ms` the smallest censored age of any (NaN when unknown)."""
+    out: dict[str, float] = {
+        f"p{q}_ms": Repeats.over(rows, f"p{q}_ms").median for q in sorted(LATENCY_PERCENTILES)
+    }
+    counts = sample_counts(rows)
+    out["n"] = float(counts.min()) if counts.notna().any() else math.nan
+    out["censored_min_ms"] = float(numeric(rows, "censored_min_ms").min())
+    return pd.Series(out, dtype=float)
 
 
 def tail_text(row: pd.Series) -> tuple[str, bool]:

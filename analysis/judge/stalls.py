@@ -21,10 +21,16 @@ import contract
 from analysis.fmt import rate
 from analysis.judge.cells import arms, column, postgres_arms
 from analysis.judge.observer import observer_arms
-from analysis.judge.repeats import Repeats
-from analysis.judge.samples import tail_text
-from analysis.judge.transform import at_reference_tokens, require_columns, sample_counts, scenarios
-from analysis.vocabulary import ASYNC_REFERENCES, BASELINE, DEFAULT_ARM, STREAM_FIX_ARM
+from analysis.judge.repeats import Repeats, numeric
+from analysis.judge.samples import tail_over_repeats, tail_text
+from analysis.judge.transform import at_reference_tokens, require_columns, scenarios
+from analysis.vocabulary import (
+    ASYNC_REFERENCES,
+    BASELINE,
+    CANCEL_ARM,
+    DEFAULT_ARM,
+    STREAM_FIX_ARM,
+)
 
 # The scenarios `make bench-stalls` runs, in the order the report shows them.
 STALL_SCENARIOS: tuple[str, ...] = ("items_read", "items_write", "chat_stream")
@@ -173,8 +179,9 @@ def row_id(scenario: str, style: str, arm: str) -> RowId:
 
 
 # Arms another section compares on (clients.toml's `stream_fix`: `def` streaming as fixed, run
-# with each HTTP client for analysis.judge.clients): not a fix measured against the default here.
-COMPARISON_ARMS: frozenset[str] = frozenset({STREAM_FIX_ARM})
+# with each HTTP client for analysis.judge.clients; abandon.toml's `cancel`, the section "Requests
+# whose client left"): not a fix of a stall measured against the default here.
+COMPARISON_ARMS: frozenset[str] = frozenset({STREAM_FIX_ARM, CANCEL_ARM})
 
 
 def fix_arms(summary: pd.DataFrame) -> list[str]:
@@ -219,10 +226,6 @@ def _first_text(values: Iterable[object]) -> str:
     return ""
 
 
-def _num(rows: pd.DataFrame, name: str) -> pd.Series:
-    return pd.to_numeric(column(rows, name, math.nan), errors="coerce").astype(float)
-
-
 def _cell(rows: pd.DataFrame) -> dict[str, Any]:
     """One scenario x row x users: every repeat, stalled ones included (the repeat statistic of
     analysis.judge.repeats over the repeats that ran)."""
@@ -231,17 +234,12 @@ def _cell(rows: pd.DataFrame) -> dict[str, Any]:
     failed = repeats - len(ran)
     stalled_flags = column(ran, "stalled", False).astype(bool)
     stalled = int(stalled_flags.sum())
-    gap = float(_num(ran, "gap_max_s").max()) if len(ran) else math.nan
+    gap = float(numeric(ran, "gap_max_s").max()) if len(ran) else math.nan
     kind, text = _outcome(gap, stalled, failed, repeats)
     rps = Repeats.over(ran, "rps")
-    errors = _num(ran, "errors").fillna(0) + _num(ran, "timeouts").fillna(0)
-    tail_row: dict[str, Any] = {
-        f"p{q}_ms": Repeats.over(ran, f"p{q}_ms").median for q in (50, 90, 95, 99)
-    }
-    counts = sample_counts(ran)
-    tail_row["n"] = float(counts.min()) if counts.notna().any() else math.nan
-    tail_row["censored_min_ms"] = float(_num(ran, "censored_min_ms").min())
-    p99, bound = tail_text(pd.Series(tail_row)) if len(ran) else ("n/a", False)
+    errors = numeric(ran, "errors").fillna(0) + numeric(ran, "timeouts").fillna(0)
+    tail_row = tail_over_repeats(ran)
+    p99, bound = tail_text(tail_row) if len(ran) else ("n/a", False)
     # The diagnosis of a stalled repeat first: that is the dump worth reading.
     order = pd.concat([ran[stalled_flags], ran[~stalled_flags]]) if len(ran) else ran
     return {

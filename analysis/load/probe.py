@@ -108,11 +108,11 @@ class ProbeCell:
         return float(self.result.metrics.rps or 0.0)
 
     def metric(self, name: str) -> Any:
-        """A metric of the cell: a typed field or one kept beside them (e.g. `probe_p50_ms`)."""
+        """A metric of the cell by name (`contract.cell.CellMetrics`, e.g. `probe_p50_ms`)."""
         m = self.result.metrics
-        if name in type(m).model_fields:
-            return getattr(m, name)
-        return (m.model_extra or {}).get(name)
+        if name not in type(m).model_fields:
+            raise KeyError(f"no metric {name!r} in contract.cell.CellMetrics")
+        return getattr(m, name)
 
     def user_held(self) -> list[Held]:
         """What held the loop in the app's own code, most time first."""

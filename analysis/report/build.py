@@ -10,6 +10,16 @@ from typing import Any
 import pandas as pd
 
 import contract
+from analysis.document import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
 from analysis.fmt import rate
 from analysis.judge.caveats import Caveat, caveats
 from analysis.judge.rules import CONFIRMS, CONTRADICTS, PARTLY
@@ -26,16 +36,6 @@ from analysis.judge.verdict import (
 from analysis.judge.why import Limits
 from analysis.load.run import Run, load_manifest, load_run
 from analysis.plot.charts import CHARTS_DIR
-from analysis.report.document import (
-    Block,
-    Bullets,
-    Heading,
-    Image,
-    Paragraph,
-    Table,
-    to_html,
-    to_markdown,
-)
 from analysis.report.render import NOTHING_DRAWN, Rendered, render_all
 from analysis.report.trust import (
     completeness_blocks,

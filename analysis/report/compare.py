@@ -16,6 +16,15 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
 import contract  # noqa: E402
+from analysis.document import (  # noqa: E402
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
 from analysis.judge.quiet import (  # noqa: E402
     CALIBRATION_NAMES,
     Calibration,
@@ -33,15 +42,6 @@ from analysis.judge.verdict import (  # noqa: E402
     leader_label,
 )
 from analysis.load.run import load_run  # noqa: E402
-from analysis.report.document import (  # noqa: E402
-    Block,
-    Heading,
-    Image,
-    Paragraph,
-    Table,
-    to_html,
-    to_markdown,
-)
 from analysis.report.trust import completeness_blocks  # noqa: E402
 from analysis.vocabulary import STYLES  # noqa: E402
 

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 import contract
+from analysis.document import Block, Bullets, Heading, Paragraph, Table
 from analysis.fmt import ms, rate
 from analysis.judge.caveats import Caveat, grouped
 from analysis.judge.cells import (
@@ -32,7 +33,6 @@ from analysis.judge.samples import fmt_max, fmt_pct, rule_text
 from analysis.judge.transform import at_users, scenarios
 from analysis.judge.verdict import Verdicts, fmt_ratio
 from analysis.load.completeness import Completeness
-from analysis.report.document import Block, Bullets, Heading, Paragraph, Table
 from analysis.vocabulary import DEFAULT_ARM, label, ordered
 
 

@@ -4,11 +4,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from analysis.document import Block, Heading, Paragraph, Table
 from analysis.fmt import ms_or_missing, number
 from analysis.judge.transform import MECHANISM, Stall, at_users
 from analysis.judge.verdict import Verdict
 from analysis.judge.why import NOTHING, Limits, explain, thresholds_text
-from analysis.report.document import Block, Heading, Paragraph, Table
 from analysis.vocabulary import label, ordered
 
 

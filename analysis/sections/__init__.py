@@ -4,8 +4,11 @@
   its blocks) and where it goes (`Place`);
 - `registry`: the one list of sections (`SECTIONS`) the report and its charts walk, and how to
   add one;
-- `capacity` (open loop, `make bench-slo`), `stalls` (`make bench-stalls`), `clients`
-  (`make bench-clients`), `databases` (`make bench-pg`), `threadpool` (`make bench-threadpool`).
+- one module per section, in the registry's order: `probe` (a run of `sync-async-lab probe`,
+  the whole report of such a run), `capacity` (open loop, `make bench-slo`), `stalls`
+  (`make bench-stalls`), `clients` (`make bench-clients`), `servers` (`make bench-servers`),
+  `databases` (`make bench-pg`), `abandon` (`make bench-abandon`: requests whose client left),
+  `threadpool` (`make bench-threadpool`).
 
 Each section reads its decisions from analysis.judge and draws with analysis.plot; the report
 (analysis.report) assembles them.

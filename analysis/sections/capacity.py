@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.document import Block, Heading, Image, Paragraph, Table
 from analysis.fmt import ms, rate
 from analysis.judge.capacity import (
     StyleCapacity,
@@ -30,7 +31,6 @@ from analysis.load.probe import is_probe_run
 from analysis.load.run import Run
 from analysis.plot.capacity import capacity_caption, hockey
 from analysis.plot.charts import Chart, save_chart
-from analysis.report.document import Block, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 from contract import RATE_TOLERANCE
 from contract.slo import Slo

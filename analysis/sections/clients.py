@@ -8,13 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.document import Block, Heading, Image, Paragraph, Table
 from analysis.judge.clients import client_noise, client_scenarios, client_table, cpu_text, sentence
 from analysis.judge.noise import Noise
 from analysis.judge.verdict import Verdicts, fmt_ratio
 from analysis.load.run import Run
 from analysis.plot.charts import Chart, save_chart
 from analysis.plot.clients import plot_clients
-from analysis.report.document import Block, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 from analysis.vocabulary import STREAM_FIX_ARM, variant_words
 

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import contract
+from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.judge.databases import (
     DATABASE_NAMES,
     DEADLOCK,
@@ -25,7 +26,6 @@ from analysis.judge.verdict import Verdicts, fmt_ratio
 from analysis.load.run import CELL_FILE, Run, RunFormatError, load_cell
 from analysis.plot.charts import Chart, save_chart
 from analysis.plot.databases import plot_databases
-from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 from analysis.vocabulary import ASYNC, BLOCKING, SYNC, variant_words
 

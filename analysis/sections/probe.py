@@ -17,9 +17,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.fmt import ms
 from analysis.judge.capacity import StyleCapacity, capacities, rate_cells, rate_points, run_slo
 from analysis.judge.probe import (
+    FINDINGS,
     NOT_PROBED,
     Finding,
     findings,
@@ -27,6 +29,7 @@ from analysis.judge.probe import (
     per_s,
     ping,
     routes_frame,
+    short_name,
 )
 from analysis.judge.repeats import over_repeats
 from analysis.judge.verdict import Verdicts
@@ -37,7 +40,6 @@ from analysis.plot.charts import Chart, save_chart
 from analysis.plot.mechanism import plot_loop_lag, plot_threadpool
 from analysis.plot.plots import plot_throughput
 from analysis.plot.probe import plot_holds
-from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 from analysis.vocabulary import ASYNC, SYNC
 from contract.slo import Slo
@@ -179,13 +181,19 @@ class Probe:
         blocks: list[Block] = [
             Heading(f"Probe: `{probe.app}`"),
             Paragraph(intro(settings, levels, table.slo)),
-            Table(FIRST_HEADER, [first_row(f) for f in table.findings]),
+            Table(FIRST_HEADER, first_rows(table.findings)),
         ]
         by_route: dict[str, list[Chart]] = {}
         for chart in charts:
             by_route.setdefault(chart.scenario, []).append(chart)
-        for f in table.findings:
+        probed = [f for f in by_finding(table.findings) if f.finding != NOT_PROBED]
+        for f in probed:
             blocks += route_blocks(f, by_route.get(f.id, []))
+        if left := [f for f in table.findings if f.finding == NOT_PROBED]:
+            blocks += [
+                Heading("Not probed", 3),
+                Bullets([f"`{f.label}` (`{f.route['style']}`): {f.advice}" for f in left]),
+            ]
         return blocks
 
 
@@ -206,12 +214,35 @@ def intro(settings: dict, levels: str, slo: Slo | None) -> str:
     )
 
 
+def by_finding(found: Sequence[Finding]) -> list[Finding]:
+    """The routes in the order a reader acts on them: the findings' order (stalls first,
+    not_probed last), the app's own order within one finding."""
+    return sorted(found, key=lambda f: FINDINGS.index(f.finding))
+
+
+def first_rows(found: Sequence[Finding]) -> list[list[str]]:
+    """The ten-second table: one row per probed route, worst finding first, then one row per
+    reason a route was not probed (its routes named together)."""
+    ordered = by_finding(found)
+    rows = [first_row(f) for f in ordered if f.finding != NOT_PROBED]
+    reasons: dict[str, list[Finding]] = {}
+    for f in ordered:
+        if f.finding == NOT_PROBED:
+            reasons.setdefault(f.advice, []).append(f)
+    for reason, group in reasons.items():
+        styles = ", ".join(dict.fromkeys(f"`{f.route['style']}`" for f in group))
+        names = ", ".join(f"`{f.label}`" for f in group)
+        rows.append([names, styles, f"**{NOT_PROBED}**", reason, "-"])
+    return rows
+
+
 def first_row(f: Finding) -> list[str]:
     """One row of the ten-second table."""
     style = f"`{f.route['style']}`"
     deps = [d for d in f.route.get("dependencies", []) if d.get("user")]
     if deps:
-        style += "; " + ", ".join(f"`{d['name'].rsplit('.', 1)[-1]}`: `{d['style']}`" for d in deps)
+        shown = (f"`{short_name(d['name'])}`: `{d['style']}`" for d in deps)
+        style += "; " + ", ".join(dict.fromkeys(shown))
     change = f.advice
     if f.site:
         change = f"`{f.site}`" + (f" (`{f.call}`)" if f.call else "") + f": {f.advice}"

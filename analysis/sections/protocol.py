@@ -29,10 +29,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from analysis.document import Block
 from analysis.judge.verdict import Verdicts
 from analysis.load.run import Run
 from analysis.plot.charts import Chart
-from analysis.report.document import Block
 
 Table = TypeVar("Table")
 

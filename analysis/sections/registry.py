@@ -17,7 +17,7 @@ How to add one (e.g. the probe's), one new module and one line here:
    - `charts(table, out_dir)`: draw with analysis.plot functions, write each figure with
      `analysis.plot.charts.save_chart`; return the charts (or `[]`);
    - `blocks(table, charts)`: its Heading, Paragraphs, Tables and Images
-     (analysis.report.document), from the table and the charts given (none when not drawn).
+     (analysis.document), from the table and the charts given (none when not drawn).
    Decisions that grow large can go to `analysis/judge/<name>.py`, pictures to
    `analysis/plot/<name>.py`, as the sections below do; neither is required.
 2. Import it below and add `<name>.SECTION` to `SECTIONS` where it belongs among its place.
@@ -29,10 +29,19 @@ its chart, and nothing else.
 from collections.abc import Sequence
 from typing import Any
 
+from analysis.document import Block
 from analysis.judge.verdict import Verdicts, decide_verdicts
 from analysis.load.run import Run
-from analysis.report.document import Block
-from analysis.sections import capacity, clients, databases, probe, servers, stalls, threadpool
+from analysis.sections import (
+    abandon,
+    capacity,
+    clients,
+    databases,
+    probe,
+    servers,
+    stalls,
+    threadpool,
+)
 from analysis.sections.protocol import Place, Section, Shown, is_standalone
 
 # In report order within each place (protocol.Place).
@@ -43,6 +52,7 @@ SECTIONS: tuple[Section[Any], ...] = (
     clients.SECTION,
     servers.SECTION,
     databases.SECTION,
+    abandon.SECTION,
     threadpool.SECTION,
 )
 

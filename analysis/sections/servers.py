@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.judge.servers import (
     DefOutcome,
     ServerVerdict,
@@ -27,7 +28,6 @@ from analysis.judge.verdict import Verdicts, fmt_ratio
 from analysis.load.run import Run
 from analysis.plot.charts import Chart, save_chart
 from analysis.plot.servers import plot_servers
-from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 
 HEADING = "Which ASGI server: does the verdict depend on it?"

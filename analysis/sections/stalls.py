@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import contract
+from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.fmt import ms
 from analysis.judge.stalls import (
     CLIENT_FIXES,
@@ -28,7 +29,6 @@ from analysis.judge.verdict import Verdicts
 from analysis.load.run import Run
 from analysis.plot.charts import Chart, save_chart
 from analysis.plot.stalls import plot_stall_rps
-from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 
 HEADING = "`def` stalls and deadlocks"

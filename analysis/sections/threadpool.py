@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from analysis.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.judge.sweep import (
     Gap,
     SweepTable,
@@ -24,7 +25,6 @@ from analysis.judge.verdict import Verdicts
 from analysis.load.run import Run
 from analysis.plot import mechanism as plots_mechanism
 from analysis.plot.charts import Chart, save_chart
-from analysis.report.document import Block, Bullets, Heading, Image, Paragraph, Table
 from analysis.sections.protocol import Place
 
 HEADING = f"Threadpool sweep: how much of `def`'s gap is the default of {DEFAULT_TOKENS}"

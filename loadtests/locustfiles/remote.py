@@ -4,11 +4,12 @@ channel, and the master ends a cell only when every worker's rows are in.
 A worker (a `--processes` fork, or a process on another load host started by the orchestrator)
 keeps its rows as any Locust process does (common.Recorder) and, when its drain is over
 (`test_stop`), sends them to the master as one `lab_rows` message with its facts: its host
-(`LAB_LOAD_HOST`, set by the orchestrator), its index, and its own CPU and its host's, sampled
-every `CPU_TICK_S` from its start. The master writes each worker's `requests.w<i>.csv` and
-`meta.w<i>.json` into the cell's raw folder, as a local process would, so the orchestrator merges
-them as before (locust_runner.merge_raw). Nothing is read from a worker's disk: a host that
-shares no file system with the master works the same.
+(`LAB_LOAD_HOST`, set by the orchestrator), its index, its own CPU and its host's, sampled
+every `CPU_TICK_S` from its start, and its kernel's boot id (which machine it is on). The master
+writes each worker's `requests.w<i>.csv` and `meta.w<i>.json` into the cell's raw folder, as a
+local process would, so the orchestrator merges them as before (locust_runner.merge_raw).
+Nothing is read from a worker's disk: a host that shares no file system with the master works
+the same.
 
 At the window's end the master tells the workers (`lab_window`: a rate schedule closes there),
 stops them (each drains by the lab's rules, the grace and the stall threshold, on its own
@@ -22,6 +23,7 @@ needs every request's outcome.
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -29,7 +31,7 @@ import psutil
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests.distributed import HOST_ENV
+from loadtests.distributed import HOST_ENV, boot_id
 
 # How often a worker samples its own CPU and its host's.
 CPU_TICK_S = 0.25
@@ -81,6 +83,7 @@ def send_rows(runner: WorkerRunner, recorder: Any) -> None:
     meta = {
         **recorder.meta,
         "host": host_name(),
+        "boot_id": boot_id(),
         "worker_index": runner.worker_index,
         "cpu_samples": list(CPU),
     }
@@ -96,8 +99,6 @@ def receive_hello(environment: Environment, msg: Any) -> None:
 
 def receive_rows(environment: Environment, msg: Any) -> None:
     """Master: write a worker's rows as a local process would have."""
-    from pathlib import Path
-
     from loadtests.locustfiles import common
 
     index = int(msg.data["index"])
