@@ -24,6 +24,7 @@ it over at the interpreter's switch interval (5 ms), so CPU-bound blocking is sa
 
 import asyncio
 import contextlib
+import inspect
 import json
 import linecache
 import os
@@ -64,6 +65,9 @@ class Site:
     library: str = ""
     # The route whose endpoint or dependency is on the stack ("" when none is).
     route: str = ""
+    # The call under the user's frame is a coroutine it awaits (`await client.get(...)`): what
+    # held the loop ran inside an async library between two of its awaits.
+    awaited: bool = False
 
     @property
     def user(self) -> bool:
@@ -97,22 +101,40 @@ class Episode:
         return max(self.samples, key=self.samples.__getitem__) if self.samples else None
 
 
-def call_under(frame: FrameType, inner: FrameType | None) -> str:
-    """What the user's `frame` was calling: the next Python frame's function, or the call
-    expression at the executing instruction (a C function such as `time.sleep`)."""
-    if inner is not None:
-        module = inner.f_globals.get("__name__", "?")
-        return f"{module}.{inner.f_code.co_qualname}"
+def written_call(frame: FrameType) -> str:
+    """The call expression at the frame's executing instruction, as the user wrote it
+    (`time.sleep`, `sync_client.chat.completions.create`; "" when it is not a plain call)."""
     try:
         positions = list(frame.f_code.co_positions())
-        line, end_line, col, end_col = positions[frame.f_lasti // 2]
+        line, _, col, _ = positions[frame.f_lasti // 2]
     except (IndexError, ValueError):
         return ""
-    if line is None or col is None or end_col is None or line != end_line:
+    if line is None or col is None:
         return ""
-    text = linecache.getline(frame.f_code.co_filename, line)[col:end_col]
-    head = text.split("(", 1)[0].strip()
+    text = linecache.getline(frame.f_code.co_filename, line)[col:]
+    head = text.split("(", 1)[0].strip().removeprefix("await ").strip()
     return head if "(" in text and head.replace(".", "").replace("_", "").isalnum() else ""
+
+
+def call_under(frame: FrameType, inner: FrameType | None) -> str:
+    """What the user's `frame` was calling: the next Python frame's function (`requests.api.get`),
+    or the call expression at the executing instruction (a C function such as `time.sleep`). A
+    decorator's wrapper (a function defined inside another, `<locals>` in its name) says less than
+    what the user wrote, so the written call names it then."""
+    if inner is not None:
+        qualname = inner.f_code.co_qualname
+        if "<locals>" in qualname and (written := written_call(frame)):
+            return written
+        module = inner.f_globals.get("__name__", "?")
+        return f"{module}.{qualname}"
+    return written_call(frame)
+
+
+def is_awaited(inner: FrameType | None) -> bool:
+    """Whether the frame under the user's is a coroutine (or async generator) it awaits."""
+    return inner is not None and bool(
+        inner.f_code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR)
+    )
 
 
 class SiteFinder:
@@ -173,6 +195,7 @@ class SiteFinder:
             call_under(found, inner),
             chain,
             route=route,
+            awaited=is_awaited(inner),
         )
         return site, found
 
@@ -365,6 +388,7 @@ class LoopWatch:
                     "chain": list(s.chain),
                     "library": s.library,
                     "route": s.route,
+                    "awaited": s.awaited,
                 }
                 for s in sites
             ],

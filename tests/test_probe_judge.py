@@ -4,6 +4,8 @@ runs; these pin the order on numbers chosen to sit either side of each threshold
 
 from typing import Any
 
+import pytest
+
 from analysis.judge.probe import (
     BLOCKS_LOOP,
     FLIP_FASTER,
@@ -106,6 +108,35 @@ def test_holds_on_a_share_of_the_requests_block_the_loop() -> None:
     out = judged(cell(1000, holds=150), cell(1000, holds=150, repeat=2))
     assert out.finding == BLOCKS_LOOP
     assert out.site == "shop.py:95"
+
+
+@pytest.mark.parametrize(
+    ("awaits", "awaited", "cpu_ms", "says"),
+    [
+        # Waiting with the loop held, in a body that awaits nothing: remove `async`.
+        (False, False, 1.0, "Declare it `def`"),
+        # Waiting in a sync call beside awaits: an async equivalent, or a thread.
+        (True, False, 1.0, "with its async equivalent, or run it in a thread"),
+        # Computing in a sync call: off the loop, and no faster for it.
+        (True, False, 19.0, "computes on the loop (95% of the held time on a core)"),
+        # Computing inside an awaited coroutine: the async library's own work; no style fixes it.
+        (True, True, 19.0, "neither `def` nor `run_in_threadpool` frees it"),
+        # Waiting inside an awaited coroutine: the async library blocks.
+        (True, True, 1.0, "is awaited but blocks inside"),
+    ],
+)
+def test_the_advice_for_a_held_loop_follows_what_the_holds_were(
+    awaits: bool, awaited: bool, cpu_ms: float, says: str
+) -> None:
+    def holding(repeat: int) -> ProbeCell:
+        base = cell(1000, repeat=repeat)
+        held = Held("app.py:12", "client.get", "", True, (20.0,) * 150, (cpu_ms,) * 150, awaited)
+        return ProbeCell(base.result, base.route, base.arm, base.tokens, (held,))
+
+    route = {**ROUTE, "style": "async def", "awaits": awaits}
+    out = find(route, [holding(1), holding(2)], {"arms": []})
+    assert out.finding == BLOCKS_LOOP and out.call == "client.get"
+    assert says in out.advice, out.advice
 
 
 def test_the_first_table_puts_the_worst_first_and_names_unprobed_routes_together() -> None:

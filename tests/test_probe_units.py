@@ -412,6 +412,71 @@ def test_the_sampler_names_the_line_that_holds_the_loop_and_not_one_that_awaits(
     assert all(k[1] != probe_apps.line("awaits") for k in holds)
 
 
+FAKE_LIBRARY = """
+import asyncio, functools, time
+
+
+def logged(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+class Client:
+    @logged
+    def fetch(self, seconds):
+        time.sleep(seconds)
+        return "done"
+
+    async def parse(self, n):
+        await asyncio.sleep(0)
+        total = sum(i % 7 for i in range(n))
+        await asyncio.sleep(0)
+        return total
+
+
+client = Client()
+"""
+
+
+def test_the_sampler_names_a_wrapped_call_as_written_and_tells_an_awaited_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client library (installed: under site-packages, not the app's code) whose sync call is
+    # wrapped by a decorator, as `openai`'s are, and whose async call computes between awaits.
+    lib = tmp_path / "site-packages"
+    lib.mkdir()
+    (lib / "probe_fake_client.py").write_text(FAKE_LIBRARY)
+    monkeypatch.syspath_prepend(str(lib))
+    client = importlib.import_module("probe_fake_client").client
+    watch = LoopWatch(REPO)
+    wrapped = parses = 0
+
+    async def main() -> None:
+        nonlocal wrapped, parses
+        async with watch.running():
+            for _ in range(3):
+                wrapped = sys._getframe().f_lineno + 1
+                client.fetch(0.06)
+                parses = sys._getframe().f_lineno + 1
+                await client.parse(1_500_000)
+                await asyncio.sleep(0.02)
+
+    asyncio.run(main())
+    report = watch.report()
+    seen = {
+        (report["sites"][i]["line"], report["sites"][i]["call"], report["sites"][i]["awaited"])
+        for _b, held_ms, i, _c in report["holds"]
+        if held_ms >= report["threshold_ms"]
+    }
+    # A decorator's wrapper (`logged.<locals>.wrapper`) is named by the call the user wrote.
+    assert (wrapped, "client.fetch", False) in seen, seen
+    # CPU between two awaits of an awaited coroutine: held inside it, and said so.
+    assert (parses, "probe_fake_client.Client.parse", True) in seen, seen
+
+
 def test_the_sampler_writes_its_report_from_its_own_thread(tmp_path: Path) -> None:
     out = tmp_path / "blocking.json"
     watch = LoopWatch(REPO, report_path=out)

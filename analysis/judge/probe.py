@@ -347,18 +347,28 @@ def blocks_loop(
     for h in held:
         by_site.setdefault(h.site, []).append(h)
     site, parts = max(by_site.items(), key=lambda kv: sum(sum(h.held_ms) for h in kv[1]))
+    timed = all(len(h.cpu_ms) == len(h.held_ms) for h in parts)
     calls = Held(
-        site, parts[0].call, parts[0].route, True, tuple(v for h in parts for v in h.held_ms)
+        site,
+        parts[0].call,
+        parts[0].route,
+        True,
+        tuple(v for h in parts for v in h.held_ms),
+        tuple(v for h in parts for v in h.cpu_ms) if timed else (),
+        any(h.awaited for h in parts),
     )
     out.finding, out.site, out.call = BLOCKS_LOOP, site, calls.call
     loaded = max(written, key=lambda c: c.users)
     light = min(written, key=lambda c: c.users)
     flip = next((c for c in mine if c.arm == "flip"), None)
     what = f"`{calls.call}`" if calls.call else "pure-Python work (CPU)"
+    share = calls.cpu_share
+    on_core = "" if share is None else f", {share:.0%} of it on a core"
     out.headline = f"the loop held {ms(calls.q(99))} per call (p99)"
     out.evidence = (
         f"{calls.count} calls held the loop past the threshold in the windows, at {site} "
-        f"({what}): p50 {ms(calls.q(50))}, p99 {ms(calls.q(99))}, max {ms(max(calls.held_ms))}; "
+        f"({what}{', awaited' if calls.awaited else ''}): p50 {ms(calls.q(50))}, p99 "
+        f"{ms(calls.q(99))}, max {ms(max(calls.held_ms))}{on_core}; "
         f"the light ping beside it: {ping_text(loaded)} at {loaded.users} users"
     )
     if light is not loaded:
@@ -370,19 +380,42 @@ def blocks_loop(
             f"{per_s(loaded.rps)}, ping {ping_text(flip)}"
             + (f", the loop still held {still[0].count} times" if still else ", the loop free")
         )
-    out.advice = block_fix(out.route, site, calls.call, what, loaded, flip)
+    out.advice = block_fix(out.route, site, calls, what, loaded, flip)
     return out
+
+
+# A hold whose loop thread was on a core at least this share of the time computed; below it, the
+# call waited (a socket, a sleep, a lock) with the loop held.
+COMPUTED = 0.5
 
 
 def block_fix(
     route: dict[str, Any],
     site: str,
-    call: str,
+    calls: Held,
     what: str,
     loaded: ProbeCell,
     flip: ProbeCell | None,
 ) -> str:
-    """The advice for a held loop, from what the flip arm measured."""
+    """The advice for a held loop, from what the flip arm measured and what the holds were:
+    a call awaited (an async library) or not, computing (CPU) or waiting."""
+    call, share = calls.call, calls.cpu_share
+    computed = share is not None and share >= COMPUTED
+    if calls.awaited and call:
+        if computed:
+            return (
+                f"The loop is held by CPU work inside {what} at {site}, which the route awaits: "
+                f"the async library's own Python between two of its awaits ({share:.0%} of the "
+                "held time on a core), not a blocking call, so neither `def` nor "
+                "`run_in_threadpool` frees it (one process, one GIL). Use a client that does "
+                'less per call (README "Which HTTP client"), fewer requests at once per process, '
+                "or more worker processes"
+            )
+        return (
+            f"{what} at {site} is awaited but blocks inside: the async library waits with the "
+            "loop held (a sync call on its path: a DNS lookup, a file, a lock); find it with "
+            "`py-spy dump` while it holds, or run the whole call in a thread"
+        )
     if route["style"] == "async def" and route.get("awaits") is False:
         if not call and flip is not None:
             return (
@@ -396,6 +429,12 @@ def block_fix(
         return (
             f"Declare it `def` (remove `async`): its body awaits nothing, so FastAPI would run "
             f"{what} in the threadpool and the loop would stay free{gain}"
+        )
+    if call and computed:
+        return (
+            f"{what} at {site} computes on the loop ({share:.0%} of the held time on a core): "
+            f"move it off the loop, `await run_in_threadpool({call}, ...)` keeps other requests "
+            "answered (one GIL still: no faster), a process pool also adds cores"
         )
     if call:
         return (

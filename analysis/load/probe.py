@@ -41,6 +41,19 @@ class Held:
     # In the app's own code (False: a library frame was innermost, no app frame on the stack).
     user: bool
     held_ms: tuple[float, ...]
+    # The loop thread's CPU time in each of those calls, ms (empty where it was not measured).
+    cpu_ms: tuple[float, ...] = ()
+    # The call under the app's line is a coroutine it awaits: the loop was held inside an async
+    # library, between two of its awaits (probe/watch.py `is_awaited`).
+    awaited: bool = False
+
+    @property
+    def cpu_share(self) -> float | None:
+        """The share of the held time the loop thread spent on a core (None: not measured):
+        near 1, the call computed; near 0, it waited (a socket, a sleep, a lock)."""
+        if not self.cpu_ms or len(self.cpu_ms) != len(self.held_ms) or not sum(self.held_ms):
+            return None
+        return min(1.0, sum(self.cpu_ms) / sum(self.held_ms))
 
     @property
     def count(self) -> int:
@@ -163,6 +176,7 @@ def held_in_window(
     rows = [*blocking.get("holds", []), *([ongoing] if ongoing else [])]
     threshold = float(blocking.get("threshold_ms", 0.0))
     grouped: dict[int, list[float]] = {}
+    cpus: dict[int, list[float]] = {}
     for began, held_ms, index, *cpu in rows:
         if not start <= began < end or held_ms < threshold:
             continue
@@ -171,13 +185,23 @@ def held_in_window(
             # waiting for a core (a busy machine preempted it), not running the app.
             continue
         grouped.setdefault(int(index), []).append(float(held_ms))
+        if cpu and cpu[0] is not None:
+            cpus.setdefault(int(index), []).append(float(cpu[0]))
     out = []
     for index, values in grouped.items():
         site = sites[index]
         user = not site.get("library")
         where = f"{site['file']}:{site['line']}" if user else site["library"]
         out.append(
-            Held(where, site.get("call", ""), site.get("route") or route, user, tuple(values))
+            Held(
+                where,
+                site.get("call", ""),
+                site.get("route") or route,
+                user,
+                tuple(values),
+                tuple(cpus.get(index, ())),
+                bool(site.get("awaited", False)),
+            )
         )
     return tuple(sorted(out, key=lambda h: -sum(h.held_ms)))
 
