@@ -173,7 +173,16 @@ def merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     workers = [
         {
             k: m.get(k)
-            for k in ("host", "worker_index", "pid", "rows", "cpu_samples", "stalled", "open_loop")
+            for k in (
+                "host",
+                "worker_index",
+                "pid",
+                "rows",
+                "cpu_samples",
+                "boot_id",
+                "stalled",
+                "open_loop",
+            )
         }
         for m in metas
         if m.get("host")

@@ -90,6 +90,9 @@ def test_every_request_of_every_worker_is_one_row(network: Network, tmp_path: Pa
     workers = doc["judged"]["load_hosts"]
     assert {w["host"] for w in workers} == {network.namespace("w1"), network.namespace("w2")}
     assert all(w["rows"] > 0 for w in workers) and doc["locust"]["lost_workers"] == []
+    # Namespaces share this machine's kernel: their hosts' busy share includes the server's, so
+    # it does not count against the load side (loadtests.distributed.saturated).
+    assert all(w["host_is_here"] for w in workers), workers
     rows = load_requests(ctx.out / doc["cell_id"] / "requests.csv")
     main = rows[rows["kind"] == "request"]
     # Every request the server received, from either worker, is a row with one outcome.
