@@ -38,6 +38,7 @@ def cell(
     waiting: int = 0,
     repeat: int = 1,
     holds: int = 0,
+    cpu: float = 1.0,
 ) -> ProbeCell:
     suffix = f"__{arm}" if arm else (f"__t{tokens:03d}" if tokens != 40 else "")
     result = CellResult.parse(
@@ -51,7 +52,7 @@ def cell(
             "status": "ok",
             "valid": True,
             "metrics": {"rps": rps, "requests": int(rps * 10), "ok": int(rps * 10)},
-            "judged": {"cpu_ms_per_req": 1.0},
+            "judged": {"cpu_ms_per_req": cpu},
             "mechanisms": {"threadpool_peak_in_use": 40, "threadpool_peak_waiting": waiting},
         }
     )
@@ -89,6 +90,32 @@ def test_the_tokens_win_when_the_flip_gains_less() -> None:
         cell(1200, arm="flip"),
     )
     assert out.finding == STARVES
+
+
+@pytest.mark.parametrize(
+    ("flip_rps", "flip_cpu", "finding"),
+    [
+        # A busy machine capped both (neither side saturated): alike in throughput, the flip
+        # costs x2.6 less server CPU per request (tests/test_probe_example.py on CI: /products).
+        (2843.0, 0.138, FLIP_FASTER),
+        # Alike in throughput and in cost: nothing to change.
+        (2843.0, 0.350, OK),
+        # Cheaper but slower beyond the noise: not a lead.
+        (2000.0, 0.138, OK),
+    ],
+)
+def test_the_flip_leads_by_cpu_per_request_where_throughput_cannot_tell(
+    flip_rps: float, flip_cpu: float, finding: str
+) -> None:
+    out = judged(
+        cell(2563, cpu=0.361),
+        cell(2700, cpu=0.350, repeat=2),
+        cell(flip_rps, arm="flip", cpu=flip_cpu),
+    )
+    assert out.finding == finding
+    if finding == FLIP_FASTER:
+        assert out.headline == "x2.58 as `async def`"
+        assert "server CPU per request (throughput within the noise)" in out.evidence
 
 
 def test_waiting_for_threads_without_more_tokens_helping_is_not_starving() -> None:

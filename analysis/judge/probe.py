@@ -20,8 +20,9 @@ the first rule that holds is its finding, and every number in its sentences is i
    is the finding and the tokens' result a warning (a fast `def` route on a noisy machine keeps
    all 40 threads busy hopping to the pool, and more threads help it less than no hop at all).
 4. `flip_faster`: the other style (the flip arm) served more than the app as written beyond the
-   noise (or, where the load generator saturated, cost less server CPU per request), and did not
-   hold the loop in the app's code.
+   noise, or cost less server CPU per request beyond the noise where its throughput could not
+   tell (the load generator saturated, or the throughputs were within the noise of each other),
+   and did not hold the loop in the app's code.
 5. `ok`: none of the above.
 
 The noise is the route's own: the spread of its two as-written cells at the heaviest load
@@ -510,11 +511,19 @@ def flip_lead(
     heavy = [c for c in mine if c.as_written and c.users == users]
     ratio = leads(flip.rps, base, noise) if flip.counted and not out.lower_bound else None
     basis = "throughput"
-    saturated = out.lower_bound or flip.load_side_only
-    if ratio is None and saturated and all(c.load_side_only or c.counted for c in heavy):
-        cost = Repeats.of(c.result.judged.cpu_ms_per_req for c in heavy)
-        ratio = costs_less(flip.result.judged.cpu_ms_per_req, cost, noise)
+    if ratio is not None or not all(c.load_side_only or c.counted for c in heavy):
+        return None if ratio is None else (ratio, basis, flip)
+    cost = Repeats.of(c.result.judged.cpu_ms_per_req for c in heavy)
+    cpu_noise = max(noise, cost.spread) if cost.n > 1 else noise
+    if out.lower_bound or flip.load_side_only:
+        ratio = costs_less(flip.result.judged.cpu_ms_per_req, cost, cpu_noise)
         basis = "server CPU per request (the load generator saturated first)"
+    elif flip.counted and base.known and flip.rps >= base.median * (1 - noise):
+        # Throughput alike, within the noise: on a machine busy with other work neither the
+        # server nor the load generator saturated, and the server's own cost per request is
+        # what tells the styles apart (what a server that is CPU-bound would carry).
+        ratio = costs_less(flip.result.judged.cpu_ms_per_req, cost, cpu_noise)
+        basis = "server CPU per request (throughput within the noise)"
     return None if ratio is None else (ratio, basis, flip)
 
 
