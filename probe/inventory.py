@@ -167,39 +167,57 @@ def cache_key(dependant: Any) -> Any:
     return _get_cache_key(dependant=dependant)
 
 
+def runs_once(dependant: Any) -> dict[int, bool]:
+    """Which occurrences of the route's dependencies run (id of the sub-dependant -> whether it
+    is called), as `fastapi.dependencies.utils.solve_dependencies` solves them: depth first, a
+    dependency's own dependencies before it; an occurrence with `use_cache` (the default) whose
+    cache key (`_get_cache_key`: its callable, OAuth scopes, scope) is already in the request's
+    `dependency_cache` is not called again; every value solved is stored there, `use_cache=False`
+    ones included. An unhashable key (FastAPI would fail on it at the request) counts as run."""
+    solved: set[Any] = set()
+    runs: dict[int, bool] = {}
+
+    def solve(node: Any) -> None:
+        for sub in getattr(node, "dependencies", []) or []:
+            if getattr(sub, "call", None) is None:
+                continue
+            solve(sub)
+            try:
+                key = cache_key(sub)
+                cached = bool(getattr(sub, "use_cache", True)) and key in solved
+                solved.add(key)
+            except TypeError:
+                cached = False
+            runs[id(sub)] = not cached
+
+    solve(dependant)
+    return runs
+
+
 def dependencies(
-    dependant: Any, app_dir: Path, depth: int = 0, seen: set[Any] | None = None
+    dependant: Any, app_dir: Path, depth: int = 0, runs: dict[int, bool] | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every dependency of a route that runs, depth first, each with its style and where it is.
 
     A dependency the route asks for twice (`get_db` of the endpoint and of `get_current_user`)
-    runs once per request when it is cached (`use_cache`, the default; `solve_dependencies`
-    looks its key up in the request's `dependency_cache`), so it is listed once.
+    runs once per request when FastAPI finds its value cached (`runs_once`), so it is listed
+    once; its own dependencies are still walked, as FastAPI solves them again.
     """
-    seen = set() if seen is None else seen
+    runs = runs_once(dependant) if runs is None else runs
     for sub in getattr(dependant, "dependencies", []) or []:
         call = getattr(sub, "call", None)
         if call is None:
             continue
-        if getattr(sub, "use_cache", True):
-            try:
-                key = cache_key(sub)
-                hash(key)
-            except TypeError:  # an unhashable callable: never cached by FastAPI either
-                key = None
-            if key is not None and key in seen:
-                continue
-            if key is not None:
-                seen.add(key)
-        concurrency = getattr(sub, "concurrency", None)
-        yield {
-            "depth": depth,
-            "style": style_of(call),
-            **site_of(call, app_dir),
-            "scope": getattr(sub, "scope", None),
-            "max_concurrency": getattr(concurrency, "max_concurrency", None),
-        }
-        yield from dependencies(sub, app_dir, depth + 1, seen)
+        if runs.get(id(sub), True):
+            concurrency = getattr(sub, "concurrency", None)
+            yield {
+                "depth": depth,
+                "style": style_of(call),
+                **site_of(call, app_dir),
+                "scope": getattr(sub, "scope", None),
+                "max_concurrency": getattr(concurrency, "max_concurrency", None),
+            }
+        yield from dependencies(sub, app_dir, depth + 1, runs)
 
 
 def route_id(method: str, path: str) -> str:

@@ -50,6 +50,9 @@ STRING_FORMATS = {
     "ipv4": "127.0.0.1",
 }
 _PARAM = re.compile(r"{([^}:]+)(?::([^}]+))?}")
+# Header names whose value may be a credential: kept out of the run's record (`to_record`).
+SECRET = re.compile(r"auth|cookie|token|key|secret|session|password", re.IGNORECASE)
+REDACTED = "<redacted>"
 
 
 class RequestsFileError(ValueError):
@@ -72,6 +75,13 @@ class ProbeRequest:
     def to_dict(self, ok: list[int] | None = None) -> dict[str, Any]:
         """Plain data for the locustfile (`ok`: the statuses that count as a success)."""
         return {**asdict(self), "ok": list(ok or [])}
+
+    def to_record(self) -> dict[str, Any]:
+        """What the run's record (`probe.json`) keeps: the request with the value of every
+        header that may be a credential replaced (`Authorization`, `Cookie`, `*token*`, ...);
+        the locustfile's own copy under `requests/` keeps them, for the cells and `--resume`."""
+        shown = {k: REDACTED if SECRET.search(k) else v for k, v in self.headers.items()}
+        return {**asdict(self), "headers": shown}
 
 
 @dataclass
@@ -276,8 +286,10 @@ def load_requests_file(path: Path) -> RequestsFile:
             f"--requests {path}: unknown keys {extra}; write [[request]] tables and `headers`"
         )
     headers = data.get("headers", {})
-    if not isinstance(headers, dict):
-        raise RequestsFileError(f"--requests {path}: `headers` must be a table of name = value")
+    if not isinstance(headers, dict) or not all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in headers.values()
+    ):
+        raise RequestsFileError(f'--requests {path}: `headers` must be a table of name = "value"')
     requests = data.get("request", [])
     if not isinstance(requests, list) or (not requests and not headers):
         raise RequestsFileError(f"--requests {path}: no [[request]] table and no `headers`")
@@ -371,8 +383,8 @@ def plan_requests(
             route, held = found
             source = f"{requests_file.name} #{i}"
             given.setdefault(route["id"], []).append(from_file(request, route, held, source))
-    lowered = {k.lower() for k in headers or {}}
-    common = {k: v for k, v in common.items() if k.lower() not in lowered} | dict(headers or {})
+    cli = {k.lower(): (k, v) for k, v in (headers or {}).items()}  # the last of a name wins
+    common = {k: v for k, v in common.items() if k.lower() not in cli} | dict(cli.values())
     plans = []
     for route in routes:
         plan = RoutePlan(route)

@@ -406,7 +406,9 @@ def write_requests(out: Path, plan: RoutePlan, smoke: Smoke) -> None:
     kept = [r.to_dict(ok.get(r.path)) for r in plan.requests if ok.get(r.path)]
     folder = out / REQUESTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / f"{plan.id}.json", json.dumps(kept, indent=2, default=str))
+    path = folder / f"{plan.id}.json"
+    write_atomic(path, json.dumps(kept, indent=2, default=str))
+    path.chmod(0o600)  # it may hold the user's credentials (--header): theirs alone to read
 
 
 def probe(options: ProbeOptions, console: Console) -> int:
@@ -465,7 +467,7 @@ def probe(options: ProbeOptions, console: Console) -> int:
                 "id": p.id,
                 "label": p.label,
                 "not_probed": p.not_probed,
-                "requests": [r.to_dict() for r in p.requests],
+                "requests": [r.to_record() for r in p.requests],
                 "arms_left_out": cells[p.id][1] if p.id in cells else {},
                 "cells": [c.cell.cell_id for c in cells[p.id][0]] if p.id in cells else [],
             }

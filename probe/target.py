@@ -49,13 +49,14 @@ class Target:
 
 # The lab's own top-level packages: the probe's processes import them beside the user's app.
 LAB_ROOT = Path(__file__).resolve().parent.parent
-LAB_PACKAGES = ("analysis", "contract", "examples", "loadtests", "probe", "servers")
+LAB_PACKAGES = ("analysis", "contract", "loadtests", "probe", "servers")
 
 
-def shadowing(app_dir: Path) -> list[str]:
-    """The lab's package names that the app's folder also holds at its top (`analysis/`,
-    `probe.py`, ...): Python imports one module per name, so one would get the other's."""
-    root = app_dir.resolve()
+def shadowing(folder: Path) -> list[str]:
+    """The lab's package names that a folder first on sys.path (the app's, or the current one:
+    `python -m probe.serve` puts it first) also holds at its top (`analysis/`, `probe.py`, ...):
+    Python imports one module per name, so one would get the other's."""
+    root = folder.resolve()
     if root == LAB_ROOT:
         return []  # the lab's own apps (`servers.sync_app:app`)
     return [
@@ -71,13 +72,14 @@ def load(target: Target) -> Any:
     An exception raised by the user's module itself is reported with its type, message and the
     line of the user's code it came from: the probe cannot run an app that does not import.
     """
-    if clash := shadowing(target.app_dir):
-        names = ", ".join(f"`{n}`" for n in clash)
-        raise TargetError(
-            f"the app's folder {target.app_dir.resolve()} has top-level {names}, the name of one "
-            "of the lab's own packages, and one Python process cannot import both: run the probe "
-            "with --app-dir set to a folder without it (the package above your app, say)"
-        )
+    for folder, what in ((target.app_dir, "--app-dir"), (Path.cwd(), "the current folder")):
+        if clash := shadowing(folder):
+            names = ", ".join(f"`{n}`" for n in clash)
+            raise TargetError(
+                f"{folder.resolve()} ({what}) has top-level {names}, the name of one of the "
+                "lab's own packages, and one Python process cannot import both: run the probe "
+                "from, and with --app-dir set to, a folder without it (the one above, say)"
+            )
     folder = str(target.app_dir.resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -85,7 +87,14 @@ def load(target: Target) -> Any:
         found = import_from_string(target.spec)
     except ImportFromStringError as exc:
         raise TargetError(f"{exc} (with {folder} first on sys.path; see --app-dir)") from None
-    except ModuleNotFoundError as exc:  # the app's own dependency is not installed here
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top and top == target.module.split(".")[0]:  # the app's own package is not there
+            raise TargetError(
+                f"importing {target.module} raised {where(exc)}: it is not in {folder} "
+                "(put the folder that holds it first with --app-dir)"
+            ) from None
+        # The app's own dependency is not installed here.
         raise TargetError(
             f"importing {target.module} raised {where(exc)}: install the app's dependencies "
             f"into the Python the probe runs ({sys.executable} -m pip install ...), or install "

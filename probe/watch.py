@@ -22,6 +22,7 @@ in a C call (`time.sleep`, a socket read) has released the GIL, and a loop runni
 it over at the interpreter's switch interval (5 ms), so CPU-bound blocking is sampled too.
 """
 
+import ast
 import asyncio
 import contextlib
 import inspect
@@ -102,18 +103,31 @@ class Episode:
 
 
 def written_call(frame: FrameType) -> str:
-    """The call expression at the frame's executing instruction, as the user wrote it
-    (`time.sleep`, `sync_client.chat.completions.create`; "" when it is not a plain call)."""
+    """The function called at the frame's executing instruction, as the user wrote it
+    (`time.sleep`, `sync_client.chat.completions.create`, `session.query(User).first`; "" when
+    the instruction is not a call): the source span of the instruction, parsed, its call's
+    callee written back (`ast.unparse`), so a chain or a call over several lines reads whole
+    (but for a chain broken over lines, where CPython 3.11+ starts the call's span at its last
+    attribute: `first`)."""
     try:
         positions = list(frame.f_code.co_positions())
-        line, _, col, _ = positions[frame.f_lasti // 2]
+        line, end_line, col, end_col = positions[frame.f_lasti // 2]
     except (IndexError, ValueError):
         return ""
-    if line is None or col is None:
+    if line is None or end_line is None or col is None or end_col is None:
         return ""
-    text = linecache.getline(frame.f_code.co_filename, line)[col:]
-    head = text.split("(", 1)[0].strip().removeprefix("await ").strip()
-    return head if "(" in text and head.replace(".", "").replace("_", "").isalnum() else ""
+    lines = [linecache.getline(frame.f_code.co_filename, n) for n in range(line, end_line + 1)]
+    if not lines or not all(lines):
+        return ""
+    lines[-1] = lines[-1][:end_col]
+    lines[0] = lines[0][col:]
+    try:
+        node = ast.parse("".join(lines).strip(), mode="eval").body
+    except SyntaxError:
+        return ""
+    if isinstance(node, ast.Await):
+        node = node.value
+    return ast.unparse(node.func) if isinstance(node, ast.Call) else ""
 
 
 def call_under(frame: FrameType, inner: FrameType | None) -> str:

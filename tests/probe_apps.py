@@ -215,6 +215,45 @@ def uncached(
     return {"db": db + again}
 
 
+# Each call of these dependencies is recorded, so a test can hold the inventory to what FastAPI
+# really runs (its dependency cache: tests/test_probe_units.py).
+CALLS: list[str] = []
+
+
+def get_db() -> Iterator[str]:
+    CALLS.append("get_db")
+    yield "db"
+
+
+def get_user(db: Annotated[str, Depends(get_db, use_cache=False)]) -> str:
+    CALLS.append("get_user")
+    return "user"
+
+
+def other(user: Annotated[str, Depends(get_user)]) -> str:
+    CALLS.append("other")
+    return "other"
+
+
+def dbfirst(db: Annotated[str, Depends(get_db, use_cache=False)]) -> str:
+    CALLS.append("dbfirst")
+    return "first"
+
+
+@cached.get("/solved-again")
+def solved_again(
+    user: Annotated[str, Depends(get_user)], more: Annotated[str, Depends(other)]
+) -> dict[str, str]:
+    return {"user": user}
+
+
+@cached.get("/stored-uncached")
+def stored_uncached(
+    first: Annotated[str, Depends(dbfirst)], db: Annotated[str, Depends(get_db)]
+) -> dict[str, str]:
+    return {"db": db}
+
+
 # --- Routes the loop sampler and the probe's bad-input checks use ---------------------------------
 
 faulty = FastAPI()

@@ -20,6 +20,7 @@ from probe import arms
 from probe.inventory import ASYNC_DEF, DEF, inventory, style_of
 from probe.plan import QUICK, Settings, flip_applies, ladder, route_cells, yield_dependencies
 from probe.requests import (
+    ProbeRequest,
     RequestsFileError,
     parse_header,
     plan_requests,
@@ -57,6 +58,8 @@ def by_path(doc: dict) -> dict[str, dict]:
         ("probe_broken:app", "tests/data", False, "RuntimeError: cannot reach the"),
         # The app's own dependency missing here: how to install it, in the same line.
         ("probe_missing_dependency:app", "tests/data", False, "install the app's dependencies"),
+        # The app's own package not under --app-dir: the folder, not a missing dependency.
+        ("nowhere_pkg.main:app", "tests/data", False, "put the folder that holds it first"),
         # An app folder with a package named as one of the lab's: refused, not half-imported.
         ("shadowed:app", "tests/data/shadowing", False, "has top-level `analysis`"),
         ("x:app", "no/such/dir", False, "is not a folder"),
@@ -110,6 +113,18 @@ def test_a_dependency_asked_for_twice_is_listed_once_unless_it_is_not_cached() -
     assert dependency_text(routes["GET /twice"]) == (
         "sync_yield: def + yield; current_user: def; Bearer: async def"
     )
+
+
+@pytest.mark.parametrize("path", ["/twice", "/uncached", "/solved-again", "/stored-uncached"])
+def test_the_inventory_lists_each_dependency_as_often_as_fastapi_runs_it(path: str) -> None:
+    # FastAPI solves a dependency's own dependencies before it, calls a cached one once, and
+    # stores even a `use_cache=False` value (solve_dependencies): held to what a request runs.
+    route = by_path(routes_of(probe_apps.cached))[f"GET {path}"]
+    listed = sorted(d["name"].rsplit(".", 1)[-1] for d in route["dependencies"])
+    probe_apps.CALLS.clear()
+    assert TestClient(probe_apps.cached).get(path).status_code == 200
+    recorded = [n for n in listed if n in {"get_db", "get_user", "other", "dbfirst"}]
+    assert recorded == sorted(probe_apps.CALLS), (listed, probe_apps.CALLS)
 
 
 def test_included_routers_keep_their_prefix() -> None:
@@ -218,6 +233,7 @@ def test_a_requests_file_replaces_and_adds(tmp_path: Path) -> None:
         ('[[request]]\nmethod = "GET"\n', "has no `path`"),
         ("[[requests]]\n", "unknown keys ['requests']"),
         ("headers = 3\n", "`headers` must be a table"),
+        ("headers = { X = { nested = 1 } }\n", "`headers` must be a table"),
         ("", "no [[request]] table and no `headers`"),
         ("not toml at all = = =\n", "not TOML"),
         ('[[request]]\npath = "/int/{n}"\n', "path parameter `n` has no value"),
@@ -257,12 +273,28 @@ def test_headers_for_every_request_go_under_each_requests_own(tmp_path: Path) ->
     # A required header parameter the user gives is sent as given, not made up.
     (header,) = plans["GET /header"].requests
     assert header.headers["X-Token"] == "from-file"
+    # Names differing only in case are one header: the last given wins.
+    plans = {p.label: p for p in plan_requests(doc, headers={"X-A": "1", "x-a": "2"})}
+    assert plans["GET /enum/{colour}"].requests[0].headers == {"x-a": "2"}
     # --header wins over the file's.
     plans = {p.label: p for p in plan_requests(doc, path, headers={"x-token": "cli"})}
     assert plans["GET /header"].requests[0].headers == {
         "Authorization": "Bearer file",
         "x-token": "cli",
     }
+
+
+def test_the_runs_record_keeps_no_credential() -> None:
+    request = ProbeRequest(
+        "GET /x",
+        "GET",
+        "/x",
+        headers={"Authorization": "Bearer s3cret", "X-Api-Key": "k", "Accept": "a"},
+    )
+    kept = request.to_record()["headers"]
+    assert kept == {"Authorization": "<redacted>", "X-Api-Key": "<redacted>", "Accept": "a"}
+    # The locustfile's copy keeps them: the cells send them.
+    assert request.to_dict()["headers"]["Authorization"] == "Bearer s3cret"
 
 
 @pytest.mark.parametrize("text", ["no-colon", ": empty name", "Two words: x"])
@@ -424,11 +456,21 @@ def logged(func):
     return wrapper
 
 
+class Query:
+    @logged
+    def first(self):
+        time.sleep(0.06)
+        return 1
+
+
 class Client:
     @logged
     def fetch(self, seconds):
         time.sleep(seconds)
         return "done"
+
+    def query(self, n):
+        return Query()
 
     async def parse(self, n):
         await asyncio.sleep(0)
@@ -452,16 +494,20 @@ def test_the_sampler_names_a_wrapped_call_as_written_and_tells_an_awaited_one(
     monkeypatch.syspath_prepend(str(lib))
     client = importlib.import_module("probe_fake_client").client
     watch = LoopWatch(REPO)
-    wrapped = parses = 0
+    wrapped = parses = chained = 0
 
     async def main() -> None:
-        nonlocal wrapped, parses
+        nonlocal wrapped, parses, chained
         async with watch.running():
             for _ in range(3):
                 wrapped = sys._getframe().f_lineno + 1
                 client.fetch(0.06)
                 parses = sys._getframe().f_lineno + 1
                 await client.parse(1_500_000)
+                # Let the heartbeat in: two holds of one frame back to back are one hold.
+                await asyncio.sleep(0.02)
+                chained = sys._getframe().f_lineno + 1
+                client.query(1).first()
                 await asyncio.sleep(0.02)
 
     asyncio.run(main())
@@ -473,6 +519,8 @@ def test_the_sampler_names_a_wrapped_call_as_written_and_tells_an_awaited_one(
     }
     # A decorator's wrapper (`logged.<locals>.wrapper`) is named by the call the user wrote.
     assert (wrapped, "client.fetch", False) in seen, seen
+    # A chain: the call that held the loop, with what it was called on.
+    assert (chained, "client.query(1).first", False) in seen, seen
     # CPU between two awaits of an awaited coroutine: held inside it, and said so.
     assert (parses, "probe_fake_client.Client.parse", True) in seen, seen
 

@@ -154,11 +154,23 @@ def short_name(name: str) -> str:
     return parts[-2] if parts[-1] == "__call__" and len(parts) > 1 else parts[-1]
 
 
+def dependencies_run(route: dict[str, Any], user_only: bool = False) -> list[tuple[str, str, int]]:
+    """(short name, style, times a request runs it) of each dependency, in inventory order
+    (the inventory lists a dependency as often as FastAPI calls it: probe.inventory.runs_once)."""
+    counts: dict[tuple[str, str], int] = {}
+    for d in route.get("dependencies", []):
+        if not user_only or d.get("user"):
+            key = (d["name"], d["style"])
+            counts[key] = counts.get(key, 0) + 1
+    return [(short_name(name), style, n) for (name, style), n in counts.items()]
+
+
 def dependency_text(route: dict[str, Any]) -> str:
-    """Each dependency with its style, once (FastAPI runs a cached dependency once per
-    request): `get_session: def + yield; ...`."""
-    shown = (f"{short_name(d['name'])}: {d['style']}" for d in route.get("dependencies", []))
-    return "; ".join(dict.fromkeys(shown))
+    """Each dependency with its style: `get_session: def + yield; get_db: def + yield (x2)`."""
+    return "; ".join(
+        f"{name}: {style}{f' (x{n})' if n > 1 else ''}"
+        for name, style, n in dependencies_run(route)
+    )
 
 
 def per_s(x: float | None) -> str:
@@ -385,6 +397,9 @@ def blocks_loop(
     return out
 
 
+# Throughputs "alike" for the flip's CPU-per-request lead: the flip's at least the app's worst
+# cell, and at most this far under its median (the noise can be large: a fixed bound).
+ALIKE = 0.15
 # A hold whose loop thread was on a core at least this share of the time computed; below it, the
 # call waited (a socket, a sleep, a lock) with the loop held.
 COMPUTED = 0.5
@@ -518,7 +533,7 @@ def flip_lead(
     if out.lower_bound or flip.load_side_only:
         ratio = costs_less(flip.result.judged.cpu_ms_per_req, cost, cpu_noise)
         basis = "server CPU per request (the load generator saturated first)"
-    elif flip.counted and base.known and flip.rps >= base.median * (1 - noise):
+    elif flip.counted and base.known and flip.rps >= max(base.lo, base.median * (1 - ALIKE)):
         # Throughput alike, within the noise: on a machine busy with other work neither the
         # server nor the load generator saturated, and the server's own cost per request is
         # what tells the styles apart (what a server that is CPU-bound would carry).

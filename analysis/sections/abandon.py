@@ -37,6 +37,7 @@ from analysis.load.run import (
     RunFormatError,
     load_cell,
     load_metrics,
+    load_window,
     metric_series,
 )
 from analysis.plot.charts import Chart, save_chart
@@ -159,11 +160,15 @@ def upstream_calls(cell: Path) -> float:
 
 def queries_run(cell: Path) -> float:
     """The statements the server sent to its database (a fresh server per cell), at the cell's
-    last scrape of `/metrics`; NaN when no scrape got through."""
+    last scrape of `/metrics`, when that scrape came after its window opened; NaN when none did
+    (a scrape before the load counts nothing of it: a blocked loop answers no later one)."""
     try:
         series = metric_series(load_metrics(cell / METRICS_FILE), STATEMENTS)
+        window = load_window(cell / CELL_FILE)
     except RunFormatError:
         return math.nan
+    if window is not None:
+        series = series[series.index >= window[0]]
     return float(series.iloc[-1]) if len(series) else math.nan
 
 
@@ -290,11 +295,11 @@ def intro(scenarios: Sequence[str], settings: Mapping[str, float]) -> str:
         "and answered ok; **upstream calls started**: what the upstream served over the whole "
         "cell, warm-up and drain included (cell.json `upstream_stats.requests`); **queries "
         f"run**: the statements the server sent to its database (metrics.csv `{STATEMENTS}` at "
-        "the cell's last scrape, a fresh server per cell); the **peaks** over the window's "
-        "scrapes of the server's `/metrics` (summary.csv): upstream connections in use and "
-        "requests waiting for one, requests waiting for a thread, DB connections checked out. "
-        f"`{NO_SCRAPE}`: no scrape got through in any repeat; `(1 of 2 repeats)`: the figure of "
-        "the repeats that have one."
+        "the cell's last scrape after its window opened, a fresh server per cell); the "
+        "**peaks** over the window's scrapes of the server's `/metrics` (summary.csv): upstream "
+        "connections in use and requests waiting for one, requests waiting for a thread, DB "
+        f"connections checked out. `{NO_SCRAPE}`: no scrape got through in any repeat; `(1 of 2 "
+        "repeats)`: the figure of the repeats that have one."
     )
 
 

@@ -24,12 +24,12 @@ from analysis.judge.probe import (
     FINDINGS,
     NOT_PROBED,
     Finding,
+    dependencies_run,
     findings,
     other_style,
     per_s,
     ping,
     routes_frame,
-    short_name,
 )
 from analysis.judge.repeats import over_repeats
 from analysis.judge.verdict import Verdicts
@@ -239,10 +239,10 @@ def first_rows(found: Sequence[Finding]) -> list[list[str]]:
 def first_row(f: Finding) -> list[str]:
     """One row of the ten-second table."""
     style = f"`{f.route['style']}`"
-    deps = [d for d in f.route.get("dependencies", []) if d.get("user")]
-    if deps:
-        shown = (f"`{short_name(d['name'])}`: `{d['style']}`" for d in deps)
-        style += "; " + ", ".join(dict.fromkeys(shown))
+    if deps := dependencies_run(f.route, user_only=True):
+        style += "; " + ", ".join(
+            f"`{name}`: `{kind}`{f' (x{n})' if n > 1 else ''}" for name, kind, n in deps
+        )
     change = f.advice
     if f.site:
         change = f"`{f.site}`" + (f" (`{f.call}`)" if f.call else "") + f": {f.advice}"
