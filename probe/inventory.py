@@ -33,6 +33,14 @@ DEF = "def"
 # A `yield` dependency: FastAPI enters it around the request (in the threadpool for `def`).
 YIELD = "yield"
 
+try:  # FastAPI's own cache key of a dependency's value (private API; see `runs_once`)
+    from fastapi.dependencies.models import _get_cache_key
+except ImportError:  # pragma: no cover - an older or newer FastAPI
+
+    def _get_cache_key(*, dependant: Any) -> Any:
+        return (dependant.call, tuple(getattr(dependant, "oauth_scopes", None) or ()))
+
+
 try:  # FastAPI's own classification (private API; see the module docstring)
     from fastapi.dependencies.models import (
         _is_async_gen_callable,
@@ -157,16 +165,6 @@ def _awaits(node: ast.AST) -> bool:
     )
 
 
-def cache_key(dependant: Any) -> Any:
-    """What FastAPI caches a dependency's value under within one request
-    (`fastapi.dependencies.models._get_cache_key`: its callable, OAuth scopes, scope)."""
-    try:
-        from fastapi.dependencies.models import _get_cache_key
-    except ImportError:  # pragma: no cover - an older or newer FastAPI
-        return (dependant.call, tuple(getattr(dependant, "oauth_scopes", None) or ()))
-    return _get_cache_key(dependant=dependant)
-
-
 def runs_once(dependant: Any) -> dict[int, bool]:
     """Which occurrences of the route's dependencies run (id of the sub-dependant -> whether it
     is called), as `fastapi.dependencies.utils.solve_dependencies` solves them: depth first, a
@@ -183,7 +181,7 @@ def runs_once(dependant: Any) -> dict[int, bool]:
                 continue
             solve(sub)
             try:
-                key = cache_key(sub)
+                key = _get_cache_key(dependant=sub)
                 cached = bool(getattr(sub, "use_cache", True)) and key in solved
                 solved.add(key)
             except TypeError:

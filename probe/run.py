@@ -351,7 +351,7 @@ class Probe:
         heavy = max(r.users for r in results if r.offered_rps is None)
         if any(r.repeat > 1 and not r.arm and r.users == heavy for r in results):
             return []
-        run = load_probe(self.options.out)
+        run = load_probe(self.options.out, plan.id)
         route = next(r for r in run.routes() if r["id"] == plan.id)
         if find(route, run.cells_of(plan.id), run.route_plan(plan.id)).finding not in (
             FLIP_FASTER,

@@ -72,11 +72,11 @@ def load(target: Target) -> Any:
     An exception raised by the user's module itself is reported with its type, message and the
     line of the user's code it came from: the probe cannot run an app that does not import.
     """
-    for folder, what in ((target.app_dir, "--app-dir"), (Path.cwd(), "the current folder")):
-        if clash := shadowing(folder):
+    for first, what in ((target.app_dir, "--app-dir"), (Path.cwd(), "the current folder")):
+        if clash := shadowing(first):
             names = ", ".join(f"`{n}`" for n in clash)
             raise TargetError(
-                f"{folder.resolve()} ({what}) has top-level {names}, the name of one of the "
+                f"{first.resolve()} ({what}) has top-level {names}, the name of one of the "
                 "lab's own packages, and one Python process cannot import both: run the probe "
                 "from, and with --app-dir set to, a folder without it (the one above, say)"
             )

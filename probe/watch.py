@@ -25,6 +25,7 @@ it over at the interpreter's switch interval (5 ms), so CPU-bound blocking is sa
 import ast
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import linecache
@@ -35,7 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from probe.inventory import is_lab_file, is_user_file
@@ -103,20 +104,27 @@ class Episode:
 
 
 def written_call(frame: FrameType) -> str:
-    """The function called at the frame's executing instruction, as the user wrote it
+    """`called_at` for the frame's code and executing instruction (one parse per instruction:
+    the watcher samples a held loop every millisecond, with the GIL)."""
+    return called_at(frame.f_code, frame.f_lasti)
+
+
+@functools.lru_cache(maxsize=4096)
+def called_at(code: CodeType, lasti: int) -> str:
+    """The function called at instruction `lasti` of `code`, as the user wrote it
     (`time.sleep`, `sync_client.chat.completions.create`, `session.query(User).first`; "" when
     the instruction is not a call): the source span of the instruction, parsed, its call's
     callee written back (`ast.unparse`), so a chain or a call over several lines reads whole
     (but for a chain broken over lines, where CPython 3.11+ starts the call's span at its last
     attribute: `first`)."""
     try:
-        positions = list(frame.f_code.co_positions())
-        line, end_line, col, end_col = positions[frame.f_lasti // 2]
+        positions = list(code.co_positions())
+        line, end_line, col, end_col = positions[lasti // 2]
     except (IndexError, ValueError):
         return ""
     if line is None or end_line is None or col is None or end_col is None:
         return ""
-    lines = [linecache.getline(frame.f_code.co_filename, n) for n in range(line, end_line + 1)]
+    lines = [linecache.getline(code.co_filename, n) for n in range(line, end_line + 1)]
     if not lines or not all(lines):
         return ""
     lines[-1] = lines[-1][:end_col]

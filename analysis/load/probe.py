@@ -216,12 +216,13 @@ def _json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_probe(path: Path) -> ProbeRun:
-    """Read a probe run's own files; RunFormatError naming the file when one is bad."""
+def load_probe(path: Path, route: str | None = None) -> ProbeRun:
+    """Read a probe run's own files (with `route`, only that route's cells: a cell's folder
+    starts with its route id); RunFormatError naming the file when one is bad."""
     inventory = _json(path / INVENTORY_FILE)
     plan = _json(path / PLAN_FILE)
     cells = []
-    for cell_json in sorted(path.glob("*/cell.json")):
+    for cell_json in sorted(path.glob(f"{route}__*/cell.json" if route else "*/cell.json")):
         try:
             result = CellResult.load(cell_json)
         except ValueError as exc:
@@ -229,6 +230,8 @@ def load_probe(path: Path) -> ProbeRun:
         facts = result.probe or {}
         if not facts.get("route"):
             continue
+        if route and facts["route"] != route:
+            continue  # another route whose id begins with this one's (`get-items__...`)
         held: tuple[Held, ...] = ()
         blocking = cell_json.parent / BLOCKING_FILE
         if blocking.is_file() and result.window_start is not None and result.window_end:

@@ -37,7 +37,6 @@ from analysis.load.run import (
     RunFormatError,
     load_cell,
     load_metrics,
-    load_window,
     metric_series,
 )
 from analysis.plot.charts import Chart, save_chart
@@ -145,31 +144,27 @@ def abandoned_scenarios(summary: pd.DataFrame) -> list[str]:
     return out
 
 
-def upstream_calls(cell: Path) -> float:
-    """The calls the upstream served over the cell (cell.json `upstream_stats.requests`: the
-    mock finishes every call it got, so the calls started); NaN when not recorded."""
+def cell_files(cell: Path) -> tuple[float, float]:
+    """(UPSTREAM_CALLS, QUERIES) of one cell from its files, cell.json read once.
+
+    Upstream calls: what the upstream served over the cell (cell.json `upstream_stats.requests`:
+    the mock finishes every call it got, so the calls started). Queries: the statements the
+    server sent to its database (a fresh server per cell) at the cell's last scrape of
+    `/metrics` after its window opened (a scrape before the load counts nothing of it, and a
+    blocked loop answers no later one). NaN for a figure not recorded."""
     try:
-        stats = load_cell(cell / CELL_FILE).upstream_stats
+        record = load_cell(cell / CELL_FILE)
     except RunFormatError:
-        return math.nan
-    value = (stats or {}).get("requests")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return math.nan
-    return float(value)
-
-
-def queries_run(cell: Path) -> float:
-    """The statements the server sent to its database (a fresh server per cell), at the cell's
-    last scrape of `/metrics`, when that scrape came after its window opened; NaN when none did
-    (a scrape before the load counts nothing of it: a blocked loop answers no later one)."""
+        return math.nan, math.nan
+    value = (record.upstream_stats or {}).get("requests")
+    calls = math.nan if isinstance(value, bool) or not isinstance(value, int | float) else value
     try:
         series = metric_series(load_metrics(cell / METRICS_FILE), STATEMENTS)
-        window = load_window(cell / CELL_FILE)
     except RunFormatError:
-        return math.nan
-    if window is not None:
-        series = series[series.index >= window[0]]
-    return float(series.iloc[-1]) if len(series) else math.nan
+        return float(calls), math.nan
+    if record.window_start is not None:
+        series = series[series.index >= record.window_start]
+    return float(calls), (float(series.iloc[-1]) if len(series) else math.nan)
 
 
 def cell_figures(run: Run, rows: pd.DataFrame) -> pd.DataFrame:
@@ -177,8 +172,9 @@ def cell_figures(run: Run, rows: pd.DataFrame) -> pd.DataFrame:
     and every figure of a failed repeat emptied (it describes nothing)."""
     rows = rows.copy()
     cells = [run.path / str(c) for c in column(rows, "cell_id", "")]
-    rows[UPSTREAM_CALLS] = [upstream_calls(c) for c in cells]
-    rows[QUERIES] = [queries_run(c) for c in cells]
+    figures = [cell_files(c) for c in cells]
+    rows[UPSTREAM_CALLS] = [calls for calls, _ in figures]
+    rows[QUERIES] = [queries for _, queries in figures]
     failed = column(rows, "status", "ok") != "ok"
     for m in METRICS:
         rows[m] = numeric(rows, m).mask(failed)
