@@ -107,6 +107,9 @@ WHEN = {
 WHOLE_STREAM_S = TOKENS * GAP_MS / 1000
 
 
+# A latency bound ("within 1 s"): run alone after the parallel tests (Makefile), where a machine
+# loaded by three other test workers once held an async arm's cancellation for 1.49 s.
+@pytest.mark.timing
 @pytest.mark.parametrize("when", list(WHEN))
 def test_leaving_ends_the_upstream_stream(
     arm: tuple[str, str, str, str], mock_url: str, when: str
